@@ -1,0 +1,26 @@
+// Hand-written types of the addon's exports. A view is [storage, offsetElements, shape, strides, dtypeCode].
+export type NativeView = [ArrayBufferView, number, number[], number[], number];
+
+export interface NativeInfo { isa: string; avx2: boolean; avx512: boolean; avx512vnni: boolean; threads: number; napiVersion: number }
+export interface CudaInfo { compiled: boolean; deviceCount: number; reason: string; deviceName?: string; runtimeVersion: number; driverVersion: number }
+
+export interface QdmAddon {
+  info(): NativeInfo;
+  setNumThreads(n: number): number;
+  copyCast(src: NativeView, dst: NativeView): void;
+  fill(dst: NativeView, value: number): void;
+  peakGflops(threads: number, seconds: number): number;
+  binary(op: number, a: NativeView, b: NativeView, out: NativeView): void;
+  unary(op: number, x: NativeView, out: NativeView, p0?: number, p1?: number): void;
+  unaryBackward(op: number, x: NativeView, grad: NativeView, out: NativeView, p0?: number, p1?: number): void;
+  where(cond: NativeView, a: NativeView, b: NativeView, out: NativeView): void;
+  reduce(op: number, x: NativeView, dims: number[], out: NativeView): void;
+  random(dist: number, out: NativeView, seedHi: number, seedLo: number, offset: number, p0: number, p1: number): void;
+  matmul(a: NativeView, b: NativeView, out: NativeView, alpha?: number, beta?: number): void;
+  cudaInfo(): CudaInfo;
+  // Kernel families added by their own binding files declare themselves here.
+  [name: string]: unknown;
+}
+
+declare const addon: QdmAddon;
+export = addon;
