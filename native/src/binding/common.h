@@ -58,7 +58,13 @@ inline View toView(Napi::Env env, Napi::Value v, const char* what = "tensor") {
   if (!empty && (lo < 0 || hi >= capacity))
     throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": view reaches outside its storage");
   uint8_t* base = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-  view.data = view.dtype == DType::I4 ? static_cast<void*>(base) : static_cast<void*>(base + offset * esize);
+  if (view.dtype == DType::I4) {
+    // Packed nibbles: a view must start on a byte boundary.
+    if (offset % 2 != 0) throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": an i4 view must start at an even element");
+    view.data = base + offset / 2;
+  } else {
+    view.data = base + offset * esize;
+  }
   return view;
 }
 

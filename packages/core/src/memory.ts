@@ -1,0 +1,119 @@
+// Tensor memory: storage with reference counts, per-device statistics with the peak,
+// tidy() scopes and a finalizer as a safety net.
+//
+// CPU storage is a JS typed array handed to the addon by pointer (zero-copy). The memory is
+// returned to the system by the garbage collector; dispose() drops our reference at once and
+// keeps the accounting exact, so peaks measure what the program holds, not when GC runs.
+import { allocTyped, byteSize, type DType, type Storage } from './dtype.js';
+
+export type Device = 'cpu' | 'cuda';
+
+export interface MemoryStats { bytesInUse: number; peakBytes: number; storages: number; allocations: number }
+
+const stats: Record<Device, MemoryStats> = {
+  cpu: { bytesInUse: 0, peakBytes: 0, storages: 0, allocations: 0 },
+  cuda: { bytesInUse: 0, peakBytes: 0, storages: 0, allocations: 0 },
+};
+
+/** Memory held by live tensors on a device, and the peak since the last reset. */
+export function memoryStats(device: Device = 'cpu'): MemoryStats { return { ...stats[device] }; }
+export function resetPeakMemory(device: Device = 'cpu'): void { stats[device].peakBytes = stats[device].bytesInUse; }
+
+/** Releases device memory: backends register how (the CUDA backend frees its block). */
+export type Releaser = (handle: unknown) => void;
+
+export class TensorStorage {
+  readonly device: Device;
+  readonly dtype: DType;
+  readonly numel: number;
+  readonly bytes: number;
+  /** CPU: the typed array; CUDA: null (see `handle`). */
+  private _data: Storage | null;
+  readonly handle: unknown;
+  private refs = 0;
+  private released = false;
+  private readonly releaser: Releaser | null;
+
+  constructor(device: Device, dtype: DType, numel: number, init?: { data?: Storage; handle?: unknown; releaser?: Releaser }) {
+    this.device = device;
+    this.dtype = dtype;
+    this.numel = numel;
+    this.bytes = byteSize(dtype, numel);
+    this._data = device === 'cpu' ? (init?.data ?? allocTyped(dtype, numel)) : null;
+    this.handle = init?.handle ?? null;
+    this.releaser = init?.releaser ?? null;
+    const s = stats[device];
+    s.bytesInUse += this.bytes;
+    s.storages += 1;
+    s.allocations += 1;
+    if (s.bytesInUse > s.peakBytes) s.peakBytes = s.bytesInUse;
+  }
+
+  get data(): Storage | null { return this._data; }
+  get isReleased(): boolean { return this.released; }
+
+  retain(): void { this.refs += 1; }
+  release(): void {
+    this.refs -= 1;
+    if (this.refs <= 0 && !this.released) this.free();
+  }
+  private free(): void {
+    this.released = true;
+    this._data = null;
+    const s = stats[this.device];
+    s.bytesInUse -= this.bytes;
+    s.storages -= 1;
+    if (this.releaser) this.releaser(this.handle);
+  }
+}
+
+// A tensor collected without dispose() still returns its share of the storage.
+export const finalizer = new FinalizationRegistry<TensorStorage>((storage) => { storage.release(); });
+
+// ---- tidy scopes ------------------------------------------------------------------------
+
+interface Disposable { dispose(): void; readonly isDisposed: boolean }
+const scopes: Set<Disposable>[] = [];
+const kept = new WeakSet<object>();
+
+/** Called by every Tensor constructor. */
+export function trackInScope(t: Disposable): void {
+  const top = scopes[scopes.length - 1];
+  if (top) top.add(t);
+}
+
+/** Marks a tensor to survive the enclosing tidy() scopes. */
+export function keep<T extends object>(t: T): T { kept.add(t); for (const s of scopes) s.delete(t as unknown as Disposable); return t; }
+
+function collectResult(value: unknown, out: Set<unknown>, depth = 0): void {
+  if (value === null || typeof value !== 'object' || depth > 4) return;
+  if ((value as Disposable).dispose && 'shape' in (value as object)) { out.add(value); return; }
+  if (Array.isArray(value)) { for (const v of value) collectResult(v, out, depth + 1); return; }
+  if (value instanceof Map) { for (const v of value.values()) collectResult(v, out, depth + 1); return; }
+  if (Object.getPrototypeOf(value) === Object.prototype) for (const v of Object.values(value)) collectResult(v, out, depth + 1);
+}
+
+/**
+ * Runs fn and disposes every tensor created inside it except those it returns (in an array,
+ * Map or plain object) and those passed to keep(). Returned tensors move to the outer scope.
+ */
+export function tidy<T>(fn: () => T): T {
+  const scope = new Set<Disposable>();
+  scopes.push(scope);
+  let result: T;
+  try {
+    result = fn();
+  } finally {
+    scopes.pop();
+  }
+  if (result instanceof Promise) throw new Error('tidy(fn): fn must be synchronous (use an explicit dispose() around async work)');
+  const survivors = new Set<unknown>();
+  collectResult(result, survivors);
+  const outer = scopes[scopes.length - 1];
+  for (const t of scope) {
+    if (survivors.has(t)) { if (outer) outer.add(t); continue; }
+    if (kept.has(t as object)) continue;
+    if (!t.isDisposed) t.dispose();
+  }
+  return result;
+}
