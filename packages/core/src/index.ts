@@ -10,3 +10,5 @@ export { getBackend, registerBackend, resolveDevice, kernel, type Backend } from
 export * from './ops/index.js';
 export * from './tensor-data.js';
 export { gradcheck, type GradcheckOptions, type GradcheckResult } from './testing/gradcheck.js';
+export * as nn from './nn/index.js';
+export { Module, withContext, currentContext, type ForwardContext } from './nn/index.js';

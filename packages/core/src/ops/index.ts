@@ -10,6 +10,9 @@ export * from './shape.js';
 export * from './elementwise.js';
 export * from './reduce.js';
 export * from './matmul.js';
+export * from './nn.js';
+export * from './indexing.js';
+export * from './loss.js';
 export { empty, broadcastShapes } from './util.js';
 
 autogradHooks.onesLike = (t) => onesLike(t);

@@ -1,0 +1,3 @@
+export { Module, type ForwardHook, type ForwardPreHook, type LoadResult } from './module.js';
+export * from './layers.js';
+export { withContext, currentContext, type ForwardContext } from './context.js';
