@@ -8,6 +8,13 @@ import { allocTyped, byteSize, type DType, type Storage } from './dtype.js';
 
 export type Device = 'cpu' | 'cuda';
 
+// Meta mode: tensors get shapes but no memory, and kernels on them are skipped, so a model can
+// be built from a config to check its parameter names and shapes without allocating weights.
+let metaDepth = 0;
+export function isMetaMode(): boolean { return metaDepth > 0; }
+/** Runs fn with every new tensor allocated as shape-only (no storage, kernels skipped). */
+export function withMetaTensors<T>(fn: () => T): T { metaDepth++; try { return fn(); } finally { metaDepth--; } }
+
 export interface MemoryStats { bytesInUse: number; peakBytes: number; storages: number; allocations: number }
 
 const stats: Record<Device, MemoryStats> = {
@@ -30,6 +37,8 @@ export class TensorStorage {
   /** CPU: the typed array; CUDA: null (see `handle`). */
   private _data: Storage | null;
   readonly handle: unknown;
+  /** Shape-only storage (see withMetaTensors). */
+  readonly meta: boolean;
   private refs = 0;
   private released = false;
   private readonly releaser: Releaser | null;
@@ -38,8 +47,9 @@ export class TensorStorage {
     this.device = device;
     this.dtype = dtype;
     this.numel = numel;
-    this.bytes = byteSize(dtype, numel);
-    this._data = device === 'cpu' ? (init?.data ?? allocTyped(dtype, numel)) : null;
+    this.meta = metaDepth > 0 && !init?.data;
+    this.bytes = this.meta ? 0 : byteSize(dtype, numel);
+    this._data = device === 'cpu' && !this.meta ? (init?.data ?? allocTyped(dtype, numel)) : null;
     this.handle = init?.handle ?? null;
     this.releaser = init?.releaser ?? null;
     const s = stats[device];

@@ -80,6 +80,7 @@ export class Tensor {
   cpuData(): NonNullable<TensorStorage['data']> {
     this.assertLive();
     const d = this.storage.data;
+    if (this.storage.meta) throw new ArgumentError(`tensor ${shapeStr(this.shape)} is shape-only (built under withMetaTensors) and has no data`);
     if (!d) throw new DisposedError(`tensor ${shapeStr(this.shape)} has no CPU storage (device ${this.device})`);
     return d;
   }

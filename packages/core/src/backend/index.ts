@@ -51,6 +51,7 @@ export function kernel(name: string, ...args: unknown[]): unknown {
   let device: Device | null = null;
   for (const a of args) {
     if (a instanceof Tensor) {
+      if (a.storage.meta) return undefined;  // shape-only tensors: nothing to compute
       a.assertLive();
       if (device === null) device = a.device;
       else if (a.device !== device) throw new DeviceError('QDM_DEVICE_MISMATCH', `${name}: operands are on different devices (${device} and ${a.device})`);
