@@ -12,6 +12,7 @@ export default defineConfig({
       '@qdm/cache': pkg('cache'),
       '@qdm/distill': pkg('distill'),
       '@qdm/eval': pkg('eval'),
+      '@qdm/digits': pkg('digits'),
     },
   },
   test: {
