@@ -13,6 +13,7 @@ export default defineConfig({
       '@qdm/distill': pkg('distill'),
       '@qdm/eval': pkg('eval'),
       '@qdm/digits': pkg('digits'),
+      '@qdm/cli': pkg('cli'),
     },
   },
   test: {
