@@ -57,6 +57,9 @@ export const autogradHooks: {
   clone?: (t: Tensor) => Tensor;
 } = {};
 
+/** A leaf's .grad must own a dense buffer (optimizers update it in place). */
+function isDense(g: Tensor): boolean { return g.offset === 0 && g.isContiguous() && g.storage.numel === g.numel; }
+
 export function runBackward(root: Tensor, grad: Tensor | undefined, opts: { retainGraph?: boolean }): void {
   if (!root.requiresGrad) throw new AutogradError('backward(): this tensor does not require grad (no input had requiresGrad, or it was computed under noGrad)');
   if (!grad) {
@@ -99,7 +102,7 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, opts: { reta
       if (!node) {
         if (!t.requiresGrad) { g.dispose(); continue; }
         if (t.grad) { const sum = add(t.grad, g); t.grad.dispose(); g.dispose(); t.grad = sum; }
-        else t.grad = g;
+        else t.grad = isDense(g) ? g : autogradHooks.clone!(g);
         continue;
       }
       const inGrads = node.backward(g);
