@@ -3,6 +3,7 @@
 // walks the nodes in reverse topological order, summing gradients that meet at a tensor.
 import { AutogradError } from './errors.js';
 import type { Tensor } from './tensor.js';
+import { keep } from './memory.js';
 
 export interface GradNode {
   readonly name: string;
@@ -101,8 +102,10 @@ export function runBackward(root: Tensor, grad: Tensor | undefined, opts: { reta
       const node = t.gradFn;
       if (!node) {
         if (!t.requiresGrad) { g.dispose(); continue; }
-        if (t.grad) { const sum = add(t.grad, g); t.grad.dispose(); g.dispose(); t.grad = sum; }
-        else t.grad = isDense(g) ? g : autogradHooks.clone!(g);
+        // Leaf gradients outlive any tidy() scope the backward runs in: they belong to the leaf.
+        if (t.grad) { const sum = add(t.grad, g); t.grad.dispose(); g.dispose(); t.grad = keep(sum); }
+        else if (isDense(g)) t.grad = keep(g);
+        else { t.grad = keep(autogradHooks.clone!(g)); g.dispose(); }
         continue;
       }
       const inGrads = node.backward(g);
