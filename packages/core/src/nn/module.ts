@@ -124,7 +124,7 @@ export abstract class Module {
    * parameter's device and dtype). Strict by default: any missing, unexpected or mis-shaped key
    * throws a StateDictError listing them all, and nothing is modified.
    */
-  loadStateDict(sd: Map<string, Tensor> | Record<string, Tensor>, opts: { strict?: boolean } = {}): LoadResult {
+  loadStateDict(sd: Map<string, Tensor> | Record<string, Tensor>, opts: { strict?: boolean; assign?: boolean } = {}): LoadResult {
     const strict = opts.strict ?? true;
     const src = sd instanceof Map ? sd : new Map(Object.entries(sd));
     const own = this.stateDict();
@@ -142,6 +142,10 @@ export abstract class Module {
       if (mismatched.length) parts.push(`shape mismatches (${mismatched.length}): ${mismatched.slice(0, 20).join('; ')}`);
       throw new StateDictError(`loadStateDict (${this.constructor.name}): ${parts.join(' | ')}`, { missing, unexpected, mismatched });
     }
+    if (opts.assign) {
+      this.assignTensors(src, new Set(mismatched.map((m) => m.split(':')[0]!)));
+      return { missing, unexpected, mismatched: mismatched.map((m) => m.split(':')[0]!) };
+    }
     noGrad(() => {
       for (const [k, t] of src) {
         const mine = own.get(k);
@@ -153,6 +157,27 @@ export abstract class Module {
       }
     });
     return { missing, unexpected, mismatched: mismatched.map((m) => m.split(':')[0]!) };
+  }
+
+  /**
+   * Makes the given tensors the module's own (no copy; dtype and device follow the source).
+   * This is how a model built with shapes only (withMetaTensors) receives its weights.
+   */
+  private assignTensors(src: Map<string, Tensor>, skip: Set<string>): void {
+    for (const [name, m] of this.namedModules()) {
+      const pre = name ? `${name}.` : '';
+      for (const map of [m._params, m._buffers]) {
+        for (const [k, old] of map) {
+          const t = src.get(pre + k);
+          if (!old || !t || skip.has(pre + k)) continue;
+          const mine = t.detach();
+          mine.requiresGrad = map === m._params && old.requiresGrad;
+          map.set(k, mine);
+          m.redirectFields(old, mine);
+          old.dispose();
+        }
+      }
+    }
   }
 
   /** Moves every parameter and buffer (in place: the module keeps its identity). */
