@@ -31,3 +31,21 @@ describe('core smoke', () => {
     expect(kept).toBeInstanceOf(Tensor);
   });
 });
+
+describe('module forward overrides', () => {
+  it('an override replaces forward, post-hooks still run, and removal restores it', async () => {
+    const { nn: n, ones } = await import('@qdm/core');
+    const lin = new n.Linear(2, 2);
+    let forwards = 0, posts = 0;
+    const orig = lin.forward.bind(lin);
+    lin.forward = (x: Tensor) => { forwards++; return orig(x); };
+    lin.registerForwardHook(() => { posts++; return undefined; });
+    const canned = ones([1, 2]);
+    const remove = lin.registerForwardOverride(() => canned);
+    expect(lin.call(ones([1, 2]))).toBe(canned);
+    expect([forwards, posts]).toEqual([0, 1]);
+    remove();
+    expect(lin.call(ones([1, 2]))).not.toBe(canned);
+    expect([forwards, posts]).toEqual([1, 2]);
+  });
+});

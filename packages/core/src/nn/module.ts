@@ -12,6 +12,8 @@ import { noGrad } from '../autograd.js';
 
 export type ForwardPreHook = (module: Module, args: unknown[]) => unknown[] | void;
 export type ForwardHook = (module: Module, args: unknown[], output: unknown) => unknown | void;
+/** Returns an output to use instead of running forward, or undefined to run it (caching policies). */
+export type ForwardOverride = (module: Module, args: unknown[]) => unknown;
 
 export interface LoadResult { missing: string[]; unexpected: string[]; mismatched: string[] }
 
@@ -23,6 +25,7 @@ export abstract class Module {
   private readonly _modules = new Map<string, Module | null>();
   private readonly _preHooks: ForwardPreHook[] = [];
   private readonly _hooks: ForwardHook[] = [];
+  private readonly _overrides: ForwardOverride[] = [];
 
   abstract forward(...args: any[]): any; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -30,11 +33,18 @@ export abstract class Module {
   call(...args: any[]): any { // eslint-disable-line @typescript-eslint/no-explicit-any
     let a = args;
     for (const h of this._preHooks) { const r = h(this, a); if (r) a = r; }
-    let out = this.forward(...a);
+    let out: unknown;
+    for (const o of this._overrides) { out = o(this, a); if (out !== undefined) break; }
+    if (out === undefined) out = this.forward(...a);
     for (const h of this._hooks) { const r = h(this, a, out); if (r !== undefined) out = r; }
     return out;
   }
 
+  /**
+   * Adds an override consulted before forward: when it returns a value, that value is the
+   * module's output and forward does not run (post-hooks still see it). Returns a remover.
+   */
+  registerForwardOverride(o: ForwardOverride): () => void { this._overrides.push(o); return () => { const i = this._overrides.indexOf(o); if (i >= 0) this._overrides.splice(i, 1); }; }
   /** Adds a hook run before forward (may replace the arguments). Returns a remover. */
   registerForwardPreHook(h: ForwardPreHook): () => void { this._preHooks.push(h); return () => { const i = this._preHooks.indexOf(h); if (i >= 0) this._preHooks.splice(i, 1); }; }
   /** Adds a hook run after forward (may replace the output). Returns a remover. */
