@@ -13,3 +13,4 @@ export * from './tensor-data.js';
 export { gradcheck, type GradcheckOptions, type GradcheckResult } from './testing/gradcheck.js';
 export * as nn from './nn/index.js';
 export { Module, withContext, currentContext, type ForwardContext } from './nn/index.js';
+export * from './models/index.js';
