@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   UNet2DModel, UNet2DConditionModel, withMetaTensors, noGrad, randn, tensor, ArgumentError, ShapeError, Tensor, type UNetBase,
+  mean, square, gradcheck, ResnetBlock2D, Attention, Downsample2D, Upsample2D,
 } from '@qdm/core';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -162,6 +163,39 @@ describe('U-Net structure on small random models', () => {
     expect(m.stateDict().has('up_blocks.1.attentions.1.transformer_blocks.0.attn2.to_k.weight')).toBe(true);
     const y = noGrad(() => m.call(randn([1, 4, 8, 8], { seed: 4 }), 5, { encoderHiddenStates: randn([1, 3, 8], { seed: 5 }) }) as Tensor);
     expect(y.shape).toEqual([1, 4, 8, 8]);
+  });
+});
+
+describe('U-Net gradients', () => {
+  it('every parameter of a class-conditional UNet2DModel receives a finite, non-zero gradient', () => {
+    const m = new UNet2DModel({ ...tinyUncond, num_class_embeds: 3, resnet_time_scale_shift: 'scale_shift' });
+    m.train();
+    const y = m.call(randn([2, 1, 8, 8], { seed: 6 }), [3, 700], { classLabels: tensor([0, 2], { dtype: 'i64' }) }) as Tensor;
+    const loss = mean(square(y));
+    loss.backward();
+    for (const [name, p] of m.namedParameters()) {
+      expect(p.grad, name).toBeTruthy();
+      const g = p.grad!.data();
+      expect(g.every(Number.isFinite), name).toBe(true);
+      // The unused class row (1) has a zero gradient; everything else must be touched.
+      if (name !== 'class_embedding.weight') expect(g.some((v) => v !== 0), name).toBe(true);
+    }
+  });
+
+  it('ResnetBlock2D (no time embedding, rescaled) and spatial Attention pass gradcheck', () => {
+    const rb = new ResnetBlock2D(4, { outChannels: 6, tembChannels: null, groups: 2, outputScaleFactor: 2 });
+    const x = randn([1, 4, 3, 3], { seed: 7 }); x.requiresGrad = true;
+    expect(gradcheck((a: Tensor) => rb.call(a) as Tensor, [x], { eps: 1e-2, atol: 2e-2, rtol: 2e-2 }).ok).toBe(true);
+    const at = new Attention(4, { heads: 2, dimHead: 2, normNumGroups: 2, residualConnection: true, bias: true, rescaleOutputFactor: 2 });
+    expect(gradcheck((a: Tensor) => at.call(a) as Tensor, [x], { eps: 1e-2, atol: 2e-2, rtol: 2e-2 }).ok).toBe(true);
+  });
+
+  it('Downsample2D with padding 0 pads right/bottom only; Upsample2D honours an explicit size', () => {
+    const d = new Downsample2D(2, { padding: 0 });
+    expect(noGrad(() => d.call(randn([1, 2, 7, 6])) as Tensor).shape).toEqual([1, 2, 3, 3]);
+    const u = new Upsample2D(2);
+    expect(noGrad(() => u.call(randn([1, 2, 4, 3]), [7, 5]) as Tensor).shape).toEqual([1, 2, 7, 5]);
+    expect(noGrad(() => u.call(randn([1, 2, 4, 3])) as Tensor).shape).toEqual([1, 2, 8, 6]);
   });
 });
 
