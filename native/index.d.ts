@@ -2,6 +2,7 @@
 export type NativeView = [ArrayBufferView, number, number[], number[], number];
 
 export interface NativeInfo { isa: string; avx2: boolean; avx512: boolean; avx512vnni: boolean; threads: number; napiVersion: number }
+export interface GemmKernelInfo { name: string; mr: number; nr: number; mc: number; kc: number; nc: number; available: string[] }
 export interface CudaInfo { compiled: boolean; deviceCount: number; reason: string; deviceName?: string; runtimeVersion: number; driverVersion: number }
 
 export interface QdmAddon {
@@ -17,6 +18,8 @@ export interface QdmAddon {
   reduce(op: number, x: NativeView, dims: number[], out: NativeView): void;
   random(dist: number, out: NativeView, seedHi: number, seedLo: number, offset: number, p0: number, p1: number): void;
   matmul(a: NativeView, b: NativeView, out: NativeView, alpha?: number, beta?: number): void;
+  gemmKernelInfo(): GemmKernelInfo;
+  forceGemmKernel(name: 'auto' | 'avx512' | 'avx2' | 'scalar'): boolean;
   cudaInfo(): CudaInfo;
   // Kernel families added by their own binding files declare themselves here.
   [name: string]: unknown;

@@ -1,4 +1,6 @@
 #include "binding/common.h"
+#include "cpu/gemm_internal.h"
+#include "qdm/cpu.h"
 #include "qdm/gemm.h"
 
 namespace qdm::binding {
@@ -19,6 +21,40 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     return env.Undefined();
   });
 }
+
+// gemmKernelInfo(): the micro-kernel and cache blocks the driver uses now, and the kernels
+// this machine can run (for tests and benchmarks).
+Napi::Value GemmKernelInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const cpu::gemm::KernelDesc& k = cpu::gemm::activeKernel();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("name", k.name);
+  o.Set("mr", k.mr); o.Set("nr", k.nr); o.Set("mc", k.mc); o.Set("kc", k.kc); o.Set("nc", k.nc);
+  Napi::Array avail = Napi::Array::New(env);
+  uint32_t i = 0;
+  if (cpu::hasAvx512()) avail.Set(i++, "avx512");
+  if (cpu::hasAvx2()) avail.Set(i++, "avx2");
+  avail.Set(i++, "scalar");
+  o.Set("available", avail);
+  return o;
+}
+
+// forceGemmKernel(name): "avx512" | "avx2" | "scalar" pins the micro-kernel, "auto" restores the
+// best one. Returns false when the kernel cannot run on this machine.
+Napi::Value ForceGemmKernel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&] {
+    if (info.Length() < 1 || !info[0].IsString()) throwCode(env, "QDM_BAD_ARGUMENT", "forceGemmKernel: expected a kernel name");
+    const std::string name = info[0].As<Napi::String>().Utf8Value();
+    if (name != "auto" && name != "avx512" && name != "avx2" && name != "scalar")
+      throwCode(env, "QDM_BAD_ARGUMENT", "forceGemmKernel: unknown kernel '" + name + "' (auto, avx512, avx2, scalar)");
+    return Napi::Value(Napi::Boolean::New(env, cpu::gemm::forceKernel(name.c_str())));
+  });
+}
 }  // namespace
-void registerGemm(Napi::Env env, Napi::Object exports) { QDM_EXPORT(exports, "matmul", Matmul); }
+void registerGemm(Napi::Env env, Napi::Object exports) {
+  QDM_EXPORT(exports, "matmul", Matmul);
+  QDM_EXPORT(exports, "gemmKernelInfo", GemmKernelInfo);
+  QDM_EXPORT(exports, "forceGemmKernel", ForceGemmKernel);
+}
 }  // namespace qdm::binding
