@@ -53,21 +53,22 @@ describe('U-Net parameter names and shapes (full-size configs, shape-only)', () 
 
 // ---- reference forwards ----------------------------------------------------------------
 
-type LoadFn = (p: string) => Record<string, Tensor> | Map<string, Tensor>;
+type Loaded = Record<string, Tensor> | Map<string, Tensor>;
+type LoadFn = (p: string) => Loaded | Promise<Loaded>;
 async function loader(): Promise<LoadFn> {
   const mod = (await import(/* @vite-ignore */ safetensorsModule)) as { loadSafetensors: LoadFn };
   return mod.loadSafetensors;
 }
-const asRecord = (m: Record<string, Tensor> | Map<string, Tensor>): Record<string, Tensor> => (m instanceof Map ? Object.fromEntries(m) : m);
+const asRecord = (m: Loaded): Record<string, Tensor> => (m instanceof Map ? Object.fromEntries(m) : m);
 
 async function loadReference(name: string) {
   const load = await loader();
   const dir = path.join(fixtures, 'unet', name);
   const config = readJson(path.join(dir, 'config.json'));
   const model = build(config);
-  model.loadStateDict(asRecord(load(path.join(dir, 'diffusion_pytorch_model.safetensors'))), { strict: true });
+  model.loadStateDict(asRecord(await load(path.join(dir, 'diffusion_pytorch_model.safetensors'))), { strict: true });
   model.eval();
-  const io = asRecord(load(path.join(dir, 'io.safetensors')));
+  const io = asRecord(await load(path.join(dir, 'io.safetensors')));
   const timestep = Array.from(io['input.timestep']!.data() as ArrayLike<number | bigint>, Number);
   const cond = {
     ...(io['input.encoder_hidden_states'] ? { encoderHiddenStates: io['input.encoder_hidden_states'] } : {}),
@@ -163,6 +164,32 @@ describe('U-Net structure on small random models', () => {
     expect(m.stateDict().has('up_blocks.1.attentions.1.transformer_blocks.0.attn2.to_k.weight')).toBe(true);
     const y = noGrad(() => m.call(randn([1, 4, 8, 8], { seed: 4 }), 5, { encoderHiddenStates: randn([1, 3, 8], { seed: 5 }) }) as Tensor);
     expect(y.shape).toEqual([1, 4, 8, 8]);
+  });
+});
+
+describe('U-Net config variants', () => {
+  const run = (m: UNetBase, cond: object, ch = 4) => noGrad(() => m.call(randn([2, ch, 8, 8], { seed: 8 }), [1, 2], cond) as Tensor);
+  const ehs = () => ({ encoderHiddenStates: randn([2, 3, 8], { seed: 9 }) });
+  it('timestep class embedding concatenated, time_embedding_act_fn, plain mid block', () => {
+    const m = new UNet2DConditionModel({ ...tinyCond, class_embed_type: 'timestep', class_embeddings_concat: true, time_embedding_act_fn: 'silu', mid_block_type: 'UNetMidBlock2D' });
+    expect(m.stateDict().get('down_blocks.0.resnets.0.time_emb_proj.weight')!.shape).toEqual([8, 64]);
+    expect(m.stateDict().has('mid_block.resnets.0.conv1.weight')).toBe(true);
+    expect(m.stateDict().has('mid_block.attentions.0.to_q.weight')).toBe(false);
+    expect(run(m, { ...ehs(), classLabels: tensor([5, 7]) }).shape).toEqual([2, 4, 8, 8]);
+  });
+  it('no mid block, only_cross_attention, identity class embedding', () => {
+    const m = new UNet2DConditionModel({ ...tinyCond, mid_block_type: null, only_cross_attention: true, class_embed_type: 'identity' });
+    expect(m.mid_block).toBe(null);
+    expect(m.stateDict().get('down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k.weight')!.shape).toEqual([8, 8]);
+    expect(run(m, { ...ehs(), classLabels: randn([2, 32]) }).shape).toEqual([2, 4, 8, 8]);
+  });
+  it('LCM timestep_cond changes the output; SDXL text_time needs both inputs', () => {
+    const lcm = new UNet2DConditionModel({ ...tinyCond, time_cond_proj_dim: 6 });
+    const a = run(lcm, { ...ehs(), timestepCond: randn([2, 6], { seed: 1 }) }), b = run(lcm, { ...ehs(), timestepCond: randn([2, 6], { seed: 2 }) });
+    expect(relErr(a.data(), b.data())).toBeGreaterThan(0);
+    const xl = new UNet2DConditionModel({ ...tinyCond, addition_embed_type: 'text_time', addition_time_embed_dim: 4, projection_class_embeddings_input_dim: 10 + 6 * 4 });
+    expect(run(xl, { ...ehs(), addedCondKwargs: { textEmbeds: randn([2, 10]), timeIds: randn([2, 6]) } }).shape).toEqual([2, 4, 8, 8]);
+    expect(() => run(xl, ehs())).toThrow(/addedCondKwargs/);
   });
 });
 
