@@ -6,6 +6,8 @@
 // upcast_attention/upcast_softmax need nothing here: the CPU kernels compute in fp32 anyway.
 import { ArgumentError, ShapeError } from '../errors.js';
 import { Tensor, shapeStr } from '../tensor.js';
+import { isGradEnabled } from '../autograd.js';
+import { tidy } from '../memory.js';
 import { add, affine, mul, gelu } from '../ops/elementwise.js';
 import { permute, reshape, transpose } from '../ops/shape.js';
 import { chunk } from '../ops/indexing.js';
@@ -85,8 +87,14 @@ export class Attention extends Module {
     if (kvIn.ndim !== 3 || kvIn.shape[0] !== B) throw new ShapeError(`Attention: encoder hidden states ${shapeStr(kvIn.shape)} do not match batch ${B}`);
     const q = this.to_q.call(x), k = this.to_k.call(kvIn), v = this.to_v.call(kvIn);
     const split = (t: Tensor) => transpose(reshape(t, [B, t.shape[1]!, this.heads, this.dimHead]), 1, 2);
-    let o = scaledDotProductAttention(split(q), split(k), split(v), { scale: 1 / Math.sqrt(this.dimHead) });
-    o = reshape(transpose(o, 1, 2), [B, o.shape[2]!, this.heads * this.dimHead]);
+    const attend = (): Tensor => {
+      const a = scaledDotProductAttention(split(q), split(k), split(v), { scale: 1 / Math.sqrt(this.dimHead) });
+      return reshape(transpose(a, 1, 2), [B, a.shape[2]!, this.heads * this.dimHead]);
+    };
+    // Without autograd the score matrices are dead once the heads are merged: free them here
+    // rather than at the caller's scope end (for long sequences they dominate peak memory).
+    // No module output is created inside, so hooks never see a tensor this disposes.
+    let o = isGradEnabled() ? attend() : tidy(attend);
     o = this.to_out.at(0).call(o) as Tensor;
     o = this.to_out.at(1).call(o) as Tensor;
     if (spatial) o = reshape(transpose(o, 1, 2), [B, C, H, W]);
