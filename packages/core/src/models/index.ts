@@ -6,3 +6,4 @@ export * from './attention.js';
 export * from './unet-blocks.js';
 export { UNetBase, UNet2DModel, type UNetConditioning, type UNetState } from './unet-2d.js';
 export { UNet2DConditionModel } from './unet-2d-condition.js';
+export * from './autoencoder-kl.js';

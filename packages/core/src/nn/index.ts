@@ -1,3 +1,3 @@
-export { Module, type ForwardHook, type ForwardPreHook, type LoadResult } from './module.js';
+export { Module, type ForwardHook, type ForwardPreHook, type ForwardOverride, type LoadResult } from './module.js';
 export * from './layers.js';
 export { withContext, currentContext, type ForwardContext } from './context.js';
