@@ -1,13 +1,14 @@
 // conv2d (NCHW, fp32) as im2col + GEMM, forward and both backwards. A 1x1, stride-1,
-// unpadded convolution is a plain GEMM on the input (no im2col). Work is split per
-// (image, group); each task owns its column buffer, and weight gradients are accumulated per
-// image into private buffers, then summed in image order so results do not depend on threads.
+// unpadded convolution is a plain GEMM on the input (no im2col). Results never depend on the
+// thread count: every output element is produced by one GEMM with a fixed reduction order.
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "qdm/conv.h"
 #include "qdm/gemm.h"
 #include "qdm/parallel.h"
+#include "cpu/gemm_internal.h"
 
 namespace qdm::cpu {
 namespace {
@@ -87,6 +88,11 @@ int64_t convOutSize(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t 
   return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1;
 }
 
+// Parallel over images when there are enough of them (each task runs its own single-threaded
+// GEMM on its own column buffer); otherwise one image at a time with the threaded GEMM. Both
+// paths give identical bits (sgemmSerial == sgemm), so thread counts never change results.
+static bool perImage(int64_t tasks) { return tasks >= 2 * numThreads() || (tasks >= numThreads() && numThreads() > 1); }
+
 void conv2dForward(const View& x, const View& w, const float* bias, const View& y, const ConvParams& p) {
   checkArgs(x, w, y, p, "conv2d");
   Dims d = dimsOf(x, w, p, y.shape[2], y.shape[3]);
@@ -95,18 +101,23 @@ void conv2dForward(const View& x, const View& w, const float* bias, const View& 
   float* py = y.ptr<float>();
   const int64_t G = p.groups, L = d.colCols(), R = d.colRows();
   const bool pw1 = d.pointwise();
-  // Parallelism: across (image, group) tasks when there are enough; inside the GEMM otherwise.
+  const bool split = perImage(d.N * G);
   auto task = [&](int64_t n, int64_t g, std::vector<float>& cols) {
     const float* xin = px + n * d.C * d.H * d.W;
     const float* B;
     if (pw1) B = xin + g * d.Cg() * d.H * d.W;
     else { cols.resize(R * L); im2col(xin, d, g * d.Cg(), cols.data()); B = cols.data(); }
     float* out = py + (n * d.O + g * d.Og()) * L;
-    sgemm(d.Og(), L, R, 1.0f, pw + g * d.Og() * R, R, 1, B, L, 1, 0.0f, out, L, 1);
+    if (split) gemm::sgemmSerial(d.Og(), L, R, 1.0f, pw + g * d.Og() * R, R, 1, B, L, 1, 0.0f, out, L, 1);
+    else sgemm(d.Og(), L, R, 1.0f, pw + g * d.Og() * R, R, 1, B, L, 1, 0.0f, out, L, 1);
     if (bias) for (int64_t o = 0; o < d.Og(); ++o) { float b = bias[g * d.Og() + o]; float* row = out + o * L; for (int64_t i = 0; i < L; ++i) row[i] += b; }
   };
-  std::vector<float> cols;
-  for (int64_t n = 0; n < d.N; ++n) for (int64_t g = 0; g < G; ++g) task(n, g, cols);
+  if (split) {
+    parallelTasks(d.N * G, [&](int64_t t) { thread_local std::vector<float> cols; task(t / G, t % G, cols); });
+  } else {
+    std::vector<float> cols;
+    for (int64_t n = 0; n < d.N; ++n) for (int64_t g = 0; g < G; ++g) task(n, g, cols);
+  }
 }
 
 void conv2dBackwardInput(const View& gy, const View& w, const View& gx, const ConvParams& p) {
@@ -116,40 +127,66 @@ void conv2dBackwardInput(const View& gy, const View& w, const View& gx, const Co
   const float* pw = w.ptr<float>();
   float* pgx = gx.ptr<float>();
   const int64_t G = p.groups, L = d.colCols(), R = d.colRows();
+  const bool split = perImage(d.N * G);
   std::memset(pgx, 0, sizeof(float) * gx.numel());
-  std::vector<float> cols(d.pointwise() ? 0 : R * L);
-  for (int64_t n = 0; n < d.N; ++n)
-    for (int64_t g = 0; g < G; ++g) {
-      const float* gout = pgy + (n * d.O + g * d.Og()) * L;
-      float* xin = pgx + n * d.C * d.H * d.W;
-      // cols = W_g^T [R, Og] @ gy_g [Og, L]
-      if (d.pointwise()) {
-        sgemm(R, L, d.Og(), 1.0f, pw + g * d.Og() * R, 1, R, gout, L, 1, 0.0f, xin + g * d.Cg() * d.H * d.W, L, 1);
-      } else {
-        sgemm(R, L, d.Og(), 1.0f, pw + g * d.Og() * R, 1, R, gout, L, 1, 0.0f, cols.data(), L, 1);
-        col2im(cols.data(), d, g * d.Cg(), xin);
-      }
-    }
+  // cols = W_g^T [R, Og] @ gy_g [Og, L], folded back into the image; each (image, group) owns its slice.
+  auto task = [&](int64_t n, int64_t g, std::vector<float>& cols) {
+    const float* gout = pgy + (n * d.O + g * d.Og()) * L;
+    float* xin = pgx + n * d.C * d.H * d.W;
+    const bool direct = d.pointwise();
+    if (!direct) cols.resize(R * L);
+    float* dst = direct ? xin + g * d.Cg() * d.H * d.W : cols.data();
+    if (split) gemm::sgemmSerial(R, L, d.Og(), 1.0f, pw + g * d.Og() * R, 1, R, gout, L, 1, 0.0f, dst, L, 1);
+    else sgemm(R, L, d.Og(), 1.0f, pw + g * d.Og() * R, 1, R, gout, L, 1, 0.0f, dst, L, 1);
+    if (!direct) col2im(cols.data(), d, g * d.Cg(), xin);
+  };
+  if (split) {
+    parallelTasks(d.N * G, [&](int64_t t) { thread_local std::vector<float> cols; task(t / G, t % G, cols); });
+  } else {
+    std::vector<float> cols;
+    for (int64_t n = 0; n < d.N; ++n) for (int64_t g = 0; g < G; ++g) task(n, g, cols);
+  }
 }
 
+// gW_g [Og, R] = sum over images of gy_g [Og, L] @ cols^T [L, R]. Images go in fixed chunks of
+// kImagesPerChunk (independent of the thread count): each chunk's columns side by side form one
+// reduction of length chunk x L for a single-threaded GEMM into the chunk's partial sum; the
+// partials are then added in chunk order. Same bits whatever the thread count.
 void conv2dBackwardWeight(const View& x, const View& gy, const View& gw, const ConvParams& p) {
   checkArgs(x, gw, gy, p, "conv2d backward (weight)");
   Dims d = dimsOf(x, gw, p, gy.shape[2], gy.shape[3]);
   const float* px = x.ptr<float>();
   const float* pgy = gy.ptr<float>();
   float* pgw = gw.ptr<float>();
-  const int64_t G = p.groups, L = d.colCols(), R = d.colRows();
-  std::vector<float> cols(d.pointwise() ? 0 : R * L);
-  for (int64_t n = 0; n < d.N; ++n)
-    for (int64_t g = 0; g < G; ++g) {
-      const float* xin = px + n * d.C * d.H * d.W;
-      const float* B;
-      if (d.pointwise()) B = xin + g * d.Cg() * d.H * d.W;
-      else { im2col(xin, d, g * d.Cg(), cols.data()); B = cols.data(); }
-      const float* gout = pgy + (n * d.O + g * d.Og()) * L;
-      // gW_g [Og, R] (+)= gy_g [Og, L] @ cols^T [L, R]; images summed in order
-      sgemm(d.Og(), R, L, 1.0f, gout, L, 1, B, 1, L, n == 0 ? 0.0f : 1.0f, pgw + g * d.Og() * R, R, 1);
+  const int64_t G = p.groups, L = d.colCols(), R = d.colRows(), Og = d.Og();
+  constexpr int64_t kImagesPerChunk = 4;
+  const int64_t chunks = (d.N + kImagesPerChunk - 1) / kImagesPerChunk;
+  std::vector<float> partial(static_cast<size_t>(chunks * G * Og * R));
+  parallelTasks(chunks * G, [&](int64_t t) {
+    const int64_t c = t / G, g = t % G;
+    const int64_t n0 = c * kImagesPerChunk, nb = std::min(kImagesPerChunk, d.N - n0), K = nb * L;
+    thread_local std::vector<float> cols, gys, tmp;
+    cols.resize(R * K); gys.resize(Og * K);
+    for (int64_t i = 0; i < nb; ++i) {
+      const float* xin = px + (n0 + i) * d.C * d.H * d.W;
+      const float* src;
+      if (d.pointwise()) src = xin + g * d.Cg() * d.H * d.W;
+      else { tmp.resize(R * L); im2col(xin, d, g * d.Cg(), tmp.data()); src = tmp.data(); }
+      for (int64_t r = 0; r < R; ++r) std::memcpy(cols.data() + r * K + i * L, src + r * L, sizeof(float) * L);
+      const float* gout = pgy + ((n0 + i) * d.O + g * Og) * L;
+      for (int64_t o = 0; o < Og; ++o) std::memcpy(gys.data() + o * K + i * L, gout + o * L, sizeof(float) * L);
     }
+    gemm::sgemmSerial(Og, R, K, 1.0f, gys.data(), K, 1, cols.data(), 1, K, 0.0f, partial.data() + t * Og * R, R, 1);
+  });
+  const int64_t per = Og * R;
+  parallelFor(G * per, 4096, [&](int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; ++e) {
+      const int64_t g = e / per, i = e % per;
+      float acc = 0.0f;
+      for (int64_t c = 0; c < chunks; ++c) acc += partial[(c * G + g) * per + i];
+      pgw[e] = acc;
+    }
+  });
 }
 
 }  // namespace qdm::cpu
