@@ -14,3 +14,4 @@ export { gradcheck, type GradcheckOptions, type GradcheckResult } from './testin
 export * as nn from './nn/index.js';
 export { Module, withContext, currentContext, type ForwardContext } from './nn/index.js';
 export * from './models/index.js';
+export * from './io/index.js';
