@@ -94,9 +94,9 @@ export const UNET_2D_CONDITION_DEFAULTS: RawConfig = {
 };
 
 /**
- * Fills diffusers' defaults into `raw` for model class `className`. Unknown keys (other than
- * `_`-prefixed bookkeeping such as `_class_name`, `_diffusers_version`) are rejected, and so is a
- * `_class_name` naming another class.
+ * Fills diffusers' defaults into `raw` for model class `className`. Keys the class does not
+ * know are ignored with a process warning, as diffusers does; a `_class_name` naming another
+ * class is an error.
  */
 export function resolveConfig(raw: RawConfig, defaults: RawConfig, className: string): RawConfig {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
@@ -107,12 +107,15 @@ export function resolveConfig(raw: RawConfig, defaults: RawConfig, className: st
     throw new ArgumentError(`${className}: config _class_name is ${describeValue(given)}, expected '${className}'`);
   }
   const out: RawConfig = { _class_name: className };
+  const ignored: string[] = [];
   for (const [k, v] of Object.entries(defaults)) out[k] = cloneValue(v);
   for (const [k, v] of Object.entries(raw)) {
     if (k.startsWith('_')) { out[k] = cloneValue(v); continue; }
-    if (!(k in defaults)) throw new ArgumentError(`${className}: unknown config key '${k}' (value ${describeValue(v)})`);
+    if (!(k in defaults)) { ignored.push(k); continue; }
     out[k] = cloneValue(v);
   }
+  // diffusers ignores keys a class does not know (configs gain keys across versions) and says so.
+  if (ignored.length) process.emitWarning(`${className}: config keys ignored (not used by this class): ${ignored.join(', ')}`, { code: 'QDM_CONFIG_IGNORED' });
   return out;
 }
 
