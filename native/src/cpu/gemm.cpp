@@ -84,7 +84,12 @@ void packPanelB(int64_t kc, int64_t nc, const float* B, int64_t rsb, int64_t csb
     const int64_t j0 = p * nr, nb = std::min<int64_t>(nr, nc - j0);
     float* d = dst + p * kc * nr;
     const float* s = B + j0 * csb;
-    if (csb == 1) {
+    if (csb == 1 && nb == nr && (nr == 16 || nr == 32 || nr == 8)) {
+      // Full panel: fixed-size copies the compiler turns into vector moves.
+      if (nr == 16) for (int64_t k = 0; k < kc; ++k, d += 16, s += rsb) std::memcpy(d, s, 16 * sizeof(float));
+      else if (nr == 32) for (int64_t k = 0; k < kc; ++k, d += 32, s += rsb) std::memcpy(d, s, 32 * sizeof(float));
+      else for (int64_t k = 0; k < kc; ++k, d += 8, s += rsb) std::memcpy(d, s, 8 * sizeof(float));
+    } else if (csb == 1) {
       for (int64_t k = 0; k < kc; ++k, d += nr, s += rsb) {
         std::memcpy(d, s, nb * sizeof(float));
         for (int64_t j = nb; j < nr; ++j) d[j] = 0.0f;
@@ -98,12 +103,31 @@ void packPanelB(int64_t kc, int64_t nc, const float* B, int64_t rsb, int64_t csb
   }
 }
 
+// A full MR-row panel, hoisted row pointers: the compiler unrolls the fixed-size inner loop.
+template <int MR>
+void packFullA(int64_t kc, float alpha, const float* s, int64_t rsa, int64_t csa, float* d) {
+  const float* r[MR];
+  for (int i = 0; i < MR; ++i) r[i] = s + i * rsa;
+  if (csa == 1) {
+    for (int64_t k = 0; k < kc; ++k, d += MR)
+      for (int i = 0; i < MR; ++i) d[i] = alpha * r[i][k];
+  } else {
+    for (int64_t k = 0; k < kc; ++k, d += MR)
+      for (int i = 0; i < MR; ++i) d[i] = alpha * r[i][k * csa];
+  }
+}
+
 // A (mc x kc at A) -> ceil(mc/mr) micro-panels of mr x kc, k-major, alpha applied, zero-padded.
 void packBlockA(int64_t mc, int64_t kc, float alpha, const float* A, int64_t rsa, int64_t csa, int mr, float* dst) {
   for (int64_t i0 = 0; i0 < mc; i0 += mr) {
     const int64_t mb = std::min<int64_t>(mr, mc - i0);
     float* d = dst + i0 * kc;
     const float* s = A + i0 * rsa;
+    if (mb == mr && rsa != 1) {
+      if (mr == 6) { packFullA<6>(kc, alpha, s, rsa, csa, d); continue; }
+      if (mr == 12) { packFullA<12>(kc, alpha, s, rsa, csa, d); continue; }
+      if (mr == 4) { packFullA<4>(kc, alpha, s, rsa, csa, d); continue; }
+    }
     if (rsa == 1) {
       for (int64_t k = 0; k < kc; ++k, d += mr) {
         const float* sk = s + k * csa;
@@ -150,6 +174,8 @@ void directSmall(int64_t M, int64_t N, int64_t K, float alpha, const float* A, i
   }
 }
 
+inline int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
 constexpr int64_t kSmallFlops = 32 * 32 * 32;   // M*N*K below this: direct loop
 constexpr int64_t kThreadFlops = 64 * 64 * 64;  // M*N*K below this: one thread
 
@@ -161,10 +187,13 @@ void blocked(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64
   const int threads = threaded ? numThreads() : 1;
   const uint64_t call = callCounter.fetch_add(1);
 
-  for (int64_t jc = 0; jc < N; jc += NC) {
-    const int64_t nc = std::min(NC, N - jc), panels = (nc + nr - 1) / nr;
-    for (int64_t pc = 0; pc < K; pc += KC) {
-      const int64_t kc = std::min(KC, K - pc);
+  // Balanced blocks: N = 4096 with NC = 4080 runs as 2 x 2048, not 4080 + 16 (same for K).
+  const int64_t ncBlock = roundUp((N + (N + NC - 1) / NC - 1) / ((N + NC - 1) / NC), nr);
+  const int64_t kcBlock = (K + (K + KC - 1) / KC - 1) / ((K + KC - 1) / KC);
+  for (int64_t jc = 0; jc < N; jc += ncBlock) {
+    const int64_t nc = std::min(ncBlock, N - jc), panels = (nc + nr - 1) / nr;
+    for (int64_t pc = 0; pc < K; pc += kcBlock) {
+      const int64_t kc = std::min(kcBlock, K - pc);
       const float betaK = pc == 0 ? beta : 1.0f;
       float* bp = tlsB.get(static_cast<size_t>(panels * kc * nr));
       const float* bsrc = B + pc * rsb + jc * csb;

@@ -111,10 +111,13 @@ describe('sgemm through matmul', () => {
 
 describe('sgemm through the addon', () => {
   /** Runs addon.matmul on [1, M, K] x [1, K, N] -> [1, M, N] views with the given layouts. */
-  function direct(M: number, N: number, K: number, alpha: number, beta: number, layout: { aT?: boolean; bT?: boolean; cT?: boolean; cPad?: number }) {
-    const Ad = fill(M * K + 3, M + 1), Bd = fill(K * N + 5, N + 2);
-    const A: Strided = layout.aT ? { data: Ad, off: 3, rs: 1, cs: M } : { data: Ad, off: 3, rs: K, cs: 1 };
-    const B: Strided = layout.bT ? { data: Bd, off: 5, rs: 1, cs: K } : { data: Bd, off: 5, rs: N, cs: 1 };
+  function direct(M: number, N: number, K: number, alpha: number, beta: number,
+    layout: { aT?: boolean; bT?: boolean; cT?: boolean; cPad?: number; gap?: boolean }) {
+    // gap: every other element in both directions (neither stride is 1), as a stepped slice gives.
+    const g = layout.gap ? 2 : 1;
+    const Ad = fill(g * g * M * K + 3, M + 1), Bd = fill(g * g * K * N + 5, N + 2);
+    const A: Strided = layout.aT ? { data: Ad, off: 3, rs: g, cs: g * g * M } : { data: Ad, off: 3, rs: g * g * K, cs: g };
+    const B: Strided = layout.bT ? { data: Bd, off: 5, rs: g, cs: g * g * K } : { data: Bd, off: 5, rs: g * g * N, cs: g };
     const pad = layout.cPad ?? 0;
     const C: Strided = layout.cT ? { data: new Float32Array(0), off: 0, rs: 1, cs: M + pad } : { data: new Float32Array(0), off: 0, rs: N + pad, cs: 1 };
     const span = layout.cT ? (M + pad) * N : M * (N + pad);
@@ -150,7 +153,8 @@ describe('sgemm through the addon', () => {
 
   it('any strides: transposed A/B, column-major and padded C', () => {
     for (const [M, N, K] of [[13, 17, 65], [70, 40, 300], [1, 257, 33], [257, 1, 7]] as const)
-      for (const layout of [{ aT: true }, { bT: true }, { cT: true }, { aT: true, bT: true, cT: true, cPad: 3 }, { cPad: 5 }]) {
+      for (const layout of [{ aT: true }, { bT: true }, { cT: true }, { aT: true, bT: true, cT: true, cPad: 3 }, { cPad: 5 }, { gap: true },
+        { gap: true, aT: true, bT: true }]) {
         const r = direct(M, N, K, 1.25, 0.5, layout);
         expect(r.err, `${M}x${N}x${K} ${JSON.stringify(layout)}`).toBeLessThan(TOL);
       }
