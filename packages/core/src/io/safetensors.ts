@@ -309,12 +309,13 @@ function i4FileShape(shape: readonly number[]): number[] {
 function hostContiguous(t: Tensor): { t: Tensor; owned: boolean } {
   let cur = t;
   let owned = false;
-  if (cur.device !== 'cpu') { cur = moveRaw(cur, 'cpu'); owned = true; }
-  // i4 views starting mid-byte need repacking as much as strided ones.
-  if (!cur.isContiguous() || (cur.dtype === 'i4' && cur.offset % 2 !== 0)) {
-    const c = castRaw(cur, cur.dtype);
+  // Make it dense on its own device first (i4 views starting mid-byte need repacking as much as
+  // strided ones), so a device transfer is always one dense block.
+  if (!cur.isContiguous() || (cur.dtype === 'i4' && cur.offset % 2 !== 0)) { cur = castRaw(cur, cur.dtype); owned = true; }
+  if (cur.device !== 'cpu') {
+    const host = moveRaw(cur, 'cpu');
     if (owned) cur.dispose();
-    cur = c;
+    cur = host;
     owned = true;
   }
   return { t: cur, owned };
