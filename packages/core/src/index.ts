@@ -15,3 +15,4 @@ export * as nn from './nn/index.js';
 export { Module, withContext, currentContext, type ForwardContext } from './nn/index.js';
 export * from './models/index.js';
 export * from './io/index.js';
+export * from './sampling/index.js';
