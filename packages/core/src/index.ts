@@ -16,3 +16,4 @@ export { Module, withContext, currentContext, type ForwardContext } from './nn/i
 export * from './models/index.js';
 export * from './io/index.js';
 export * from './sampling/index.js';
+export * as optim from './optim/index.js';
