@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -197,13 +198,14 @@ void blocked(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64
       const float betaK = pc == 0 ? beta : 1.0f;
       float* bp = tlsB.get(static_cast<size_t>(panels * kc * nr));
       const float* bsrc = B + pc * rsb + jc * csb;
-      // Balanced row blocks (multiples of mr, at most MC rows).
-      const int64_t nblocks = (M + MC - 1) / MC;
-      const int64_t mcb = std::min(MC, ((M + nblocks - 1) / nblocks + mr - 1) / mr * mr);
-      const int64_t icBlocks = (M + mcb - 1) / mcb;
-
+      // Row blocks of whole mr-panels, sizes differing by at most one panel; with threads, a
+      // multiple of the thread count so the tiles spread evenly. Row blocking never changes
+      // the arithmetic of a C element, so this does not make results thread-dependent.
+      const int64_t rowPanels = (M + mr - 1) / mr;
+      const int64_t icBlocks = std::min(rowPanels, roundUp((M + MC - 1) / MC, threads));
       auto runTile = [&](int64_t ib, int64_t p0, int64_t p1) {
-        const int64_t ic = ib * mcb, mc = std::min(mcb, M - ic);
+        const int64_t ic = ib * rowPanels / icBlocks * mr;
+        const int64_t mc = std::min(M, (ib + 1) * rowPanels / icBlocks * mr) - ic;
         const size_t capBefore = tlsA.cap;
         float* ap = tlsA.get(static_cast<size_t>((mc + mr - 1) / mr * mr * kc));
         if (tlsA.cap != capBefore) tlsAKey = {};  // reallocated: nothing cached any more
@@ -234,8 +236,14 @@ void blocked(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64
       parallelTasks(groupsB, [&](int64_t g) {
         packPanelB(kc, nc, bsrc, rsb, csb, nr, bp, g * panels / groupsB, (g + 1) * panels / groupsB);
       });
-      const int64_t want = (4 * threads + icBlocks - 1) / icBlocks;
-      const int64_t jsplit = std::max<int64_t>(1, std::min<int64_t>(want, panels / 8));
+      // Few row blocks (small M): split the columns too, for about 4 tasks per thread (dynamic
+      // balance against uneven blocks and other load) while a column range keeps >= 8 panels
+      // to reuse its packed A block over; at least enough for every thread to get work.
+      int64_t jsplit = 1;
+      if (icBlocks < 4 * threads) jsplit = std::min<int64_t>((4 * threads + icBlocks - 1) / icBlocks, panels / 8);
+      if (icBlocks % threads != 0)
+        jsplit = std::max<int64_t>(jsplit, std::min<int64_t>(panels, threads / std::gcd<int64_t>(icBlocks, threads)));
+      jsplit = std::max<int64_t>(1, jsplit);
       parallelTasks(icBlocks * jsplit, [&](int64_t t) {
         const int64_t ib = t / jsplit, js = t % jsplit;
         runTile(ib, js * panels / jsplit, (js + 1) * panels / jsplit);
