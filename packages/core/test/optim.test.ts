@@ -81,7 +81,7 @@ describe('SGD', () => {
       const p = makeParam();
       const storage = p.storage;
       run(new optim.SGD([p], h), p, 6);
-      expectClose(p.data(), sgdRef(6, h));
+      expectClose(p.data() as Float32Array, sgdRef(6, h));
       expect(p.storage).toBe(storage);  // updated in place
       expect(p.gradFn).toBeNull();
       expect(p.isLeaf).toBe(true);
@@ -110,14 +110,14 @@ describe('Adam and AdamW', () => {
       const p = makeParam();
       const { decoupled: _d, ...opts } = h;
       run(new optim.Adam([p], opts), p, 8);
-      expectClose(p.data(), adamRef(8, h));
+      expectClose(p.data() as Float32Array, adamRef(8, h));
     });
   }
   it('AdamW matches torch.optim.AdamW (decoupled decay, default 1e-2 and 0.2)', () => {
     for (const wd of [undefined, 0.2]) {
       const p = makeParam();
       run(new optim.AdamW([p], { lr: 0.05, weightDecay: wd }), p, 8);
-      expectClose(p.data(), adamRef(8, { lr: 0.05, weightDecay: wd ?? 1e-2, decoupled: true }));
+      expectClose(p.data() as Float32Array, adamRef(8, { lr: 0.05, weightDecay: wd ?? 1e-2, decoupled: true }));
     }
   });
   it('AMSGrad keeps the running maximum of the second moment', () => {
@@ -126,7 +126,7 @@ describe('Adam and AdamW', () => {
     run(opt, p, 3);
     const s = opt.stateDict().state['0.0']!;
     expect(s.step).toBe(3);
-    const v = (s.expAvgSq as Tensor).data(), vmax = (s.maxExpAvgSq as Tensor).data();
+    const v = (s.expAvgSq as Tensor).data() as Float32Array, vmax = (s.maxExpAvgSq as Tensor).data() as Float32Array;
     for (let i = 0; i < v.length; ++i) expect(vmax[i]!).toBeGreaterThanOrEqual(v[i]!);
   });
   it('rejects bad betas', () => {
@@ -141,8 +141,8 @@ describe('Optimizer mechanics', () => {
     const opt = new optim.SGD([{ params: [a], lr: 0.1 }, { params: [b] }], { lr: 0.01, momentum: 0.5 });
     expect(opt.paramGroups.map((g) => g.lr)).toEqual([0.1, 0.01]);
     for (let s = 0; s < 4; ++s) { opt.zeroGrad(); backwardQuadratic(a); backwardQuadratic(b); opt.step(); }
-    expectClose(a.data(), sgdRef(4, { lr: 0.1, momentum: 0.5 }));
-    expectClose(b.data(), sgdRef(4, { lr: 0.01, momentum: 0.5 }));
+    expectClose(a.data() as Float32Array, sgdRef(4, { lr: 0.1, momentum: 0.5 }));
+    expectClose(b.data() as Float32Array, sgdRef(4, { lr: 0.01, momentum: 0.5 }));
   });
 
   it('zeroGrad drops gradients (or zero-fills them); parameters without a gradient are skipped', () => {
@@ -150,10 +150,10 @@ describe('Optimizer mechanics', () => {
     const opt = new optim.Adam([p, idle], { lr: 0.1 });
     backwardQuadratic(p);
     opt.step();
-    expect(Array.from(idle.data())).toEqual(Array.from(new Float32Array(P0)));
+    expect(Array.from(idle.data() as Float32Array)).toEqual(Array.from(new Float32Array(P0)));
     expect(Object.keys(opt.stateDict().state)).toEqual(['0.0']);
     opt.zeroGrad({ setToNone: false });
-    expect(Array.from(p.grad!.data())).toEqual([0, 0, 0, 0]);
+    expect(Array.from(p.grad!.data() as Float32Array)).toEqual([0, 0, 0, 0]);
     opt.zeroGrad();
     expect(p.grad).toBeNull();
   });
@@ -162,7 +162,7 @@ describe('Optimizer mechanics', () => {
     const p = makeParam();
     const opt = new optim.Adam([p], { lr: 0.05 });
     for (let s = 0; s < 3; ++s) tidy(() => { opt.zeroGrad(); backwardQuadratic(p); opt.step(); });
-    expectClose(p.data(), adamRef(3, { lr: 0.05 }));
+    expectClose(p.data() as Float32Array, adamRef(3, { lr: 0.05 }));
   });
 
   const resumable: Array<[string, (ps: Tensor[]) => optim.Optimizer]> = [
@@ -186,7 +186,7 @@ describe('Optimizer mechanics', () => {
       const second = make([p3]);
       second.loadStateDict(sd);
       run(second, p3, 3);
-      expect(Buffer.from(p3.data().buffer).equals(Buffer.from(straight.data().buffer))).toBe(true);
+      expect(Buffer.from(p3.cpuData().buffer).equals(Buffer.from(straight.cpuData().buffer))).toBe(true);
     });
   }
 
@@ -236,23 +236,23 @@ describe('gradient clipping', () => {
     const total = optim.clipGradNorm(ps, 6.5);
     expect(total).toBeCloseTo(13, 12);
     const coef = 6.5 / (13 + 1e-6);
-    expectClose(ps[0]!.grad!.data(), [3 * coef, 4 * coef]);
-    expectClose(ps[1]!.grad!.data(), [12 * coef]);
+    expectClose(ps[0]!.grad!.data() as Float32Array, [3 * coef, 4 * coef]);
+    expectClose(ps[1]!.grad!.data() as Float32Array, [12 * coef]);
   });
   it('clipGradNorm leaves gradients under the limit alone; inf and 1 norms; parameters without grad skipped', () => {
     const ps = withGrads([3, -4], [1]);
     ps.push(tensor([5], { requiresGrad: true }));
     expect(optim.clipGradNorm(ps, 100)).toBeCloseTo(Math.sqrt(26), 6);
-    expect(Array.from(ps[0]!.grad!.data())).toEqual([3, -4]);
+    expect(Array.from(ps[0]!.grad!.data() as Float32Array)).toEqual([3, -4]);
     expect(optim.clipGradNorm(ps, 100, Infinity)).toBe(4);
     expect(optim.clipGradNorm(ps, 4, 1)).toBe(8);
-    expectClose(ps[0]!.grad!.data(), [3 * 4 / (8 + 1e-6), -4 * 4 / (8 + 1e-6)]);
+    expectClose(ps[0]!.grad!.data() as Float32Array, [3 * 4 / (8 + 1e-6), -4 * 4 / (8 + 1e-6)]);
     expect(() => optim.clipGradNorm(ps, -1)).toThrow(ArgumentError);
   });
   it('clipGradValue clamps each element', () => {
     const ps = withGrads([3, -4, 0.5]);
     optim.clipGradValue(ps, 1);
-    expect(Array.from(ps[0]!.grad!.data())).toEqual([1, -1, 0.5]);
+    expect(Array.from(ps[0]!.grad!.data() as Float32Array)).toEqual([1, -1, 0.5]);
   });
 });
 
@@ -298,12 +298,12 @@ describe('EMA', () => {
   it('without warmup: the first update copies, then shadow -= (1 - decay)(shadow - param)', () => {
     const p = makeParam([1, 2]);
     const ema = new optim.EMA([p], { decay: 0.9 });
-    p.cpuData().set([3, 4]);
+    (p.cpuData() as Float32Array).set([3, 4]);
     ema.update();  // diffusers' gating: decay 0 at the first step
-    expectClose(ema.averages[0]!.data(), [3, 4]);
-    p.cpuData().set([5, 0]);
+    expectClose(ema.averages[0]!.data() as Float32Array, [3, 4]);
+    (p.cpuData() as Float32Array).set([5, 0]);
     ema.update();
-    expectClose(ema.averages[0]!.data(), [3 + 0.1 * 2, 4 - 0.1 * 4]);
+    expectClose(ema.averages[0]!.data() as Float32Array, [3 + 0.1 * 2, 4 - 0.1 * 4]);
   });
   it('with warmup: decay (1+s)/(10+s) capped at decay; updateAfterStep delays averaging', () => {
     const ema = new optim.EMA([makeParam([0])], { decay: 0.5, warmup: true, updateAfterStep: 2 });
@@ -312,26 +312,26 @@ describe('EMA', () => {
     expect(power.currentDecay(11)).toBeCloseTo(1 - 11 ** (-2 / 3), 12);
     const p = makeParam([0]);
     const e = new optim.EMA([p], { decay: 0.9999, warmup: true });
-    p.cpuData()[0] = 10; e.update();  // copy
-    p.cpuData()[0] = 0; e.update();   // decay 2/11
-    expectClose(e.averages[0]!.data(), [10 * 2 / 11]);
+    (p.cpuData() as Float32Array)[0] = 10; e.update();  // copy
+    (p.cpuData() as Float32Array)[0] = 0; e.update();   // decay 2/11
+    expectClose(e.averages[0]!.data() as Float32Array, [10 * 2 / 11]);
   });
   it('store/copyTo/restore swap the averaged weights in and out; state round-trips', () => {
     const p = makeParam([1, 1]);
     const ema = new optim.EMA([p], { decay: 0.5 });
     ema.update();
-    p.cpuData().set([3, 5]);
+    (p.cpuData() as Float32Array).set([3, 5]);
     ema.update();  // shadow = 1 + 0.5 (3 - 1), 1 + 0.5 (5 - 1)
     ema.store();
     ema.copyTo();
-    expect(Array.from(p.data())).toEqual([2, 3]);
+    expect(Array.from(p.data() as Float32Array)).toEqual([2, 3]);
     ema.restore();
-    expect(Array.from(p.data())).toEqual([3, 5]);
+    expect(Array.from(p.data() as Float32Array)).toEqual([3, 5]);
     expect(() => ema.restore()).toThrow(/nothing stored/);
     const sd = ema.stateDict();
     const other = new optim.EMA([makeParam([0, 0])], { decay: 0.1 });
     other.loadStateDict(sd);
-    expect(Array.from(other.averages[0]!.data())).toEqual([2, 3]);
+    expect(Array.from(other.averages[0]!.data() as Float32Array)).toEqual([2, 3]);
     expect(other.optimizationStep).toBe(2);
     expect(other.decay).toBe(0.5);
     expect(() => new optim.EMA([makeParam([0])]).loadStateDict(sd)).toThrow(/shape \[2\], parameter 0 has shape \[1\]/);
@@ -359,7 +359,7 @@ describe('end to end', () => {
       opt.step();
       sched.step();
     }
-    const weights = Float32Array.from(model.parameters().flatMap((p) => Array.from(p.data())));
+    const weights = Float32Array.from(model.parameters().flatMap((p) => Array.from(p.data() as Float32Array)));
     return { loss, weights };
   }
   it('fits y = 3x + 2 with Adam, bit-identically across runs', () => {
