@@ -17,3 +17,4 @@ export * from './models/index.js';
 export * from './io/index.js';
 export * from './sampling/index.js';
 export * as optim from './optim/index.js';
+export * from './schedulers/index.js';
