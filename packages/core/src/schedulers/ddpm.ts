@@ -8,7 +8,7 @@ import type { Tensor } from '../tensor.js';
 import { tidy } from '../memory.js';
 import { clamp, exp, mul, add, affine, sqrt } from '../ops/elementwise.js';
 import { slice } from '../ops/shape.js';
-import { integerTimesteps } from './betas.js';
+import { f32, integerTimesteps } from './betas.js';
 import {
   Scheduler, betaKeys, cfgBool, cfgEnum, cfgInt, cfgNum, thresholdKeys, PREDICTION_TYPES, SPACINGS,
   asFloat, lincomb, predictX0, stepNoise, type ConfigSchema, type SchedulerConfig, type StepOptions, type StepOutput,
@@ -52,8 +52,10 @@ export class DDPMScheduler extends Scheduler {
     const prevT = this.previousTimestep(t);
     const a = this.alphaAt(t, 'DDPMScheduler.step');
     const aPrev = prevT >= 0 ? this.alphasCumprod[prevT]! : 1;
-    const b = 1 - a, bPrev = 1 - aPrev;
-    const curAlpha = a / aPrev, curBeta = 1 - curAlpha;
+    // diffusers forms these scalars as float32 tensors; near t = 0, 1 - a_t/a_prev cancels, so
+    // the float32 rounding of current_beta_t visibly shapes the trajectory: reproduce it.
+    const b = f32(1 - a), bPrev = f32(1 - aPrev);
+    const curAlpha = f32(a / aPrev), curBeta = f32(1 - curAlpha);
     return tidy(() => {
       const x = asFloat(sample);
       let m = asFloat(modelOutput);
@@ -67,10 +69,10 @@ export class DDPMScheduler extends Scheduler {
       }
       let x0 = predictX0(this.predictionType, m, x, a);
       if (this.config.clip_sample) { const r = this.config.clip_sample_range as number; x0 = clamp(x0, -r, r); }
-      let prev = lincomb([x0, (Math.sqrt(aPrev) * curBeta) / b], [x, (Math.sqrt(curAlpha) * bPrev) / b]);
+      let prev = lincomb([x0, f32(f32(f32(Math.sqrt(aPrev)) * curBeta) / b)], [x, f32(f32(f32(Math.sqrt(curAlpha)) * bPrev) / b)]);
       if (t > 0) {
         const noise = stepNoise(x, opts);
-        const variance = Math.max((bPrev / b) * curBeta, 1e-20);
+        const variance = Math.max(f32(f32(bPrev / b) * curBeta), 1e-20);
         let scaled: Tensor;
         if (vt === 'fixed_small') scaled = affine(noise, Math.sqrt(variance), 0);
         else if (vt === 'fixed_small_log') scaled = affine(noise, Math.exp(0.5 * Math.log(variance)), 0);
