@@ -87,3 +87,384 @@ describe('schedulers vs diffusers fixtures', () => {
     });
   }
 });
+
+// ---- float64 references and defining equations ------------------------------------------------
+
+type Vec = number[];
+const comb = (...terms: Array<[Vec, number]>): Vec => terms[0]![0].map((_, k) => terms.reduce((s, [v, c]) => s + c * v[k]!, 0));
+const vpOf = (sig: number) => { const a = 1 / Math.sqrt(sig * sig + 1); const s = sig * a; return { a, s, l: Math.log(a) - Math.log(s) }; };
+const model64 = (x: Vec, t: number): Vec => { const mean = x.reduce((p, v) => p + v, 0) / x.length; return x.map((v) => 0.5 * Math.tanh(v) + 0.001 * t - 0.1 * mean); };
+const X0: Vec = Array.from({ length: 32 }, (_, i) => Math.sin(i * 1.7) * 0.9);
+const SHAPE = [1, 2, 4, 4];
+
+/** Runs a scheduler through all its steps with the fixture model; returns every prev sample. */
+function run(sch: Scheduler, steps: number, x0 = X0): Vec[] {
+  sch.setTimesteps(steps);
+  let x = tensor(x0.map((v) => v * sch.initNoiseSigma), { shape: SHAPE });
+  const out: Vec[] = [];
+  for (const t of sch.timesteps) {
+    const r = sch.step(model(sch.scaleModelInput(x, t), t), t, x, { noise: zeros(SHAPE) });
+    x = r.prevSample;
+    out.push(Array.from(x.data()));
+  }
+  return out;
+}
+
+/** diffusers' DPM-Solver multistep step formulas in float64 (orders 1-3, both algorithms and solver types). */
+function refDpm(cfg: { order: number; pp: boolean; heun: boolean; lowerOrderFinal: boolean; finalZero: boolean }, sigmas: number[], ts: number[]): Vec[] {
+  const L = ts.length, outs: Vec[] = [], res: Vec[] = [];
+  let x = [...X0], lower = 0;
+  for (let i = 0; i < L; ++i) {
+    const m = model64(x, ts[i]!);
+    const s0 = vpOf(sigmas[i]!), t = vpOf(sigmas[i + 1]!);
+    outs.push(cfg.pp ? comb([x, 1 / s0.a], [m, -s0.s / s0.a]) : m);
+    const lof = i === L - 1 && ((cfg.lowerOrderFinal && L < 15) || cfg.finalZero);
+    const los = i === L - 2 && cfg.lowerOrderFinal && L < 15;
+    const h = t.l - s0.l;
+    const m0 = outs[outs.length - 1]!;
+    const base = cfg.pp ? comb([x, t.s / s0.s], [m0, -t.a * (Math.exp(-h) - 1)]) : comb([x, t.a / s0.a], [m0, -t.s * (Math.exp(h) - 1)]);
+    if (cfg.order === 1 || lower < 1 || lof) x = base;
+    else if (cfg.order === 2 || lower < 2 || los) {
+      const s1 = vpOf(sigmas[i - 1]!), m1 = outs[outs.length - 2]!;
+      const r0 = (s0.l - s1.l) / h;
+      const D1 = comb([m0, 1 / r0], [m1, -1 / r0]);
+      const c = cfg.pp ? (cfg.heun ? t.a * ((Math.exp(-h) - 1) / h + 1) : -0.5 * t.a * (Math.exp(-h) - 1))
+        : (cfg.heun ? -t.s * ((Math.exp(h) - 1) / h - 1) : -0.5 * t.s * (Math.exp(h) - 1));
+      x = comb([base, 1], [D1, c]);
+    } else {
+      const s1 = vpOf(sigmas[i - 1]!), s2 = vpOf(sigmas[i - 2]!);
+      const m1 = outs[outs.length - 2]!, m2 = outs[outs.length - 3]!;
+      const r0 = (s0.l - s1.l) / h, r1 = (s1.l - s2.l) / h;
+      const D10 = comb([m0, 1 / r0], [m1, -1 / r0]), D11 = comb([m1, 1 / r1], [m2, -1 / r1]);
+      const D1 = comb([D10, 1], [D10, r0 / (r0 + r1)], [D11, -r0 / (r0 + r1)]);
+      const D2 = comb([D10, 1 / (r0 + r1)], [D11, -1 / (r0 + r1)]);
+      x = cfg.pp
+        ? comb([base, 1], [D1, t.a * ((Math.exp(-h) - 1) / h + 1)], [D2, -t.a * ((Math.exp(-h) - 1 + h) / (h * h) - 0.5)])
+        : comb([base, 1], [D1, -t.s * ((Math.exp(h) - 1) / h - 1)], [D2, -t.s * ((Math.exp(h) - 1 - h) / (h * h) - 0.5)]);
+    }
+    lower = Math.min(lower + 1, cfg.order);
+    res.push(x);
+  }
+  return res;
+}
+
+function expectTrajectory(ours: Vec[], ref: Vec[], tol = 1e-5): void {
+  expect(ours.length).toBe(ref.length);
+  ours.forEach((o, i) => expect(relErr(o, ref[i]!), `step ${i}`).toBeLessThan(tol));
+}
+
+describe('timestep spacing (diffusers lists, 1000 train steps)', () => {
+  it('DDIM 10 steps: leading, leading + offset, trailing, linspace', () => {
+    const ts = (c: Record<string, unknown>) => { const s = DDIMScheduler.fromConfig(c); s.setTimesteps(10); return s.timesteps; };
+    expect(ts({})).toEqual([900, 800, 700, 600, 500, 400, 300, 200, 100, 0]);
+    expect(ts({ steps_offset: 1 })).toEqual([901, 801, 701, 601, 501, 401, 301, 201, 101, 1]);
+    expect(ts({ timestep_spacing: 'trailing' })).toEqual([999, 899, 799, 699, 599, 499, 399, 299, 199, 99]);
+    expect(ts({ timestep_spacing: 'linspace' })).toEqual([999, 888, 777, 666, 555, 444, 333, 222, 111, 0]);
+  });
+  it('DDIM trailing with a step ratio that is not an integer rounds half to even', () => {
+    const s = DDIMScheduler.fromConfig({ timestep_spacing: 'trailing' });
+    s.setTimesteps(8); // arange(1000, 0, -125) - 1
+    expect(s.timesteps).toEqual([999, 874, 749, 624, 499, 374, 249, 124]);
+    s.setTimesteps(3); // round(1000, 666.67, 333.33) - 1
+    expect(s.timesteps).toEqual([999, 666, 332]);
+  });
+  it('DPM-Solver / UniPC 10 steps: linspace (n+1 points), leading, trailing', () => {
+    const ts = (C: typeof DPMSolverMultistepScheduler | typeof UniPCMultistepScheduler, c: Record<string, unknown>) => { const s = C.fromConfig(c); s.setTimesteps(10); return s.timesteps; };
+    for (const C of [DPMSolverMultistepScheduler, UniPCMultistepScheduler]) {
+      expect(ts(C, {})).toEqual([999, 899, 799, 699, 599, 500, 400, 300, 200, 100]);
+      expect(ts(C, { timestep_spacing: 'leading', steps_offset: 1 })).toEqual([901, 811, 721, 631, 541, 451, 361, 271, 181, 91]);
+      expect(ts(C, { timestep_spacing: 'trailing' })).toEqual([999, 899, 799, 699, 599, 499, 399, 299, 199, 99]);
+    }
+  });
+  it('Euler: float32 linspace timesteps, leading/trailing, init_noise_sigma per spacing', () => {
+    const lin = EulerDiscreteScheduler.fromConfig(SD);
+    lin.setTimesteps(4);
+    expect(lin.timesteps).toEqual([999, 666, 333, 0]);
+    expect(lin.initNoiseSigma).toBeCloseTo(lin.sigmas[0]!, 6);
+    const lead = EulerDiscreteScheduler.fromConfig({ ...SD, timestep_spacing: 'leading', steps_offset: 1 });
+    lead.setTimesteps(4);
+    expect(lead.timesteps).toEqual([751, 501, 251, 1]);
+    expect(lead.initNoiseSigma).toBeCloseTo(Math.sqrt(lead.sigmas[0]! ** 2 + 1), 5);
+    const tr = EulerAncestralDiscreteScheduler.fromConfig({ ...SD, timestep_spacing: 'trailing' });
+    tr.setTimesteps(4);
+    expect(tr.timesteps).toEqual([999, 749, 499, 249]);
+  });
+  it('PNDM with PRK warm-up: 12 PRK timesteps then PLMS', () => {
+    const s = PNDMScheduler.fromConfig({});
+    s.setTimesteps(50);
+    expect(s.prkTimesteps).toEqual([980, 970, 970, 960, 960, 950, 950, 940, 940, 930, 930, 920]);
+    expect(s.plmsTimesteps.slice(0, 3)).toEqual([920, 900, 880]);
+    expect(s.plmsTimesteps[s.plmsTimesteps.length - 1]).toBe(0);
+    expect(s.timesteps.length).toBe(12 + 47);
+  });
+  it('LCM picks from the original_inference_steps schedule', () => {
+    const s = LCMScheduler.fromConfig({});
+    s.setTimesteps(4);
+    expect(s.timesteps).toEqual([999, 759, 499, 259]);
+    s.setTimesteps(1);
+    expect(s.timesteps).toEqual([999]);
+    s.setTimesteps(8, { originalInferenceSteps: 100 });
+    expect(s.timesteps).toEqual([999, 879, 749, 629, 499, 379, 249, 129]);
+  });
+});
+
+describe('beta schedules', () => {
+  it('squaredcos_cap_v2 follows the cosine alpha_bar and caps betas at 0.999', () => {
+    const s = DDIMScheduler.fromConfig({ beta_schedule: 'squaredcos_cap_v2' });
+    const ab = (t: number) => Math.cos(((t + 0.008) / 1.008) * Math.PI / 2) ** 2;
+    expect(s.betas[0]).toBeCloseTo(1 - ab(1 / 1000) / ab(0), 9);
+    expect(s.betas[500]).toBeCloseTo(1 - ab(501 / 1000) / ab(500 / 1000), 8);
+    expect(s.betas[999]).toBe(Math.fround(0.999));
+  });
+  it('rescale_betas_zero_snr: terminal alpha_bar is 0 and the first is kept', () => {
+    const plain = DDIMScheduler.fromConfig(SD);
+    const z = DDIMScheduler.fromConfig({ ...SD, rescale_betas_zero_snr: true });
+    expect(z.alphasCumprod[999]).toBe(0);
+    expect(Math.abs(z.alphasCumprod[0]! - plain.alphasCumprod[0]!)).toBeLessThan(1e-6);
+    // sqrt(alpha_bar) is an affine map of the original one: check the midpoint.
+    const a0 = Math.sqrt(plain.alphasCumprod[0]!), aT = Math.sqrt(plain.alphasCumprod[999]!);
+    const want = ((Math.sqrt(plain.alphasCumprod[500]!) - aT) * a0 / (a0 - aT)) ** 2;
+    expect(Math.abs(z.alphasCumprod[500]! - want) / want).toBeLessThan(1e-5);
+    // Euler keeps sigma finite: alpha_bar[-1] = 2^-24.
+    const e = EulerDiscreteScheduler.fromConfig({ ...SD, rescale_betas_zero_snr: true });
+    expect(e.alphasCumprod[999]).toBe(2 ** -24);
+    expect(e.sigmas[0]).toBeCloseTo(Math.fround(Math.sqrt((1 - 2 ** -24) / 2 ** -24)), 0);
+  });
+  it('trained_betas replace the schedule', () => {
+    const s = DDPMScheduler.fromConfig({ num_train_timesteps: 4, trained_betas: [0.1, 0.2, 0.3, 0.4] });
+    expect(Array.from(s.alphasCumprod).map((v) => +v.toFixed(6))).toEqual([0.9, 0.72, 0.504, 0.3024]);
+  });
+});
+
+describe('prediction types (recover x0 and epsilon from exact model outputs)', () => {
+  const x0 = tensor(X0.map((v) => v * 0.5), { shape: SHAPE });
+  const eps = tensor(X0.map((v, i) => Math.cos(i + v)), { shape: SHAPE });
+  it('DDIM with v_prediction and sample prediction matches the closed-form DDIM step', () => {
+    for (const pt of ['v_prediction', 'sample', 'epsilon'] as const) {
+      const s = DDIMScheduler.fromConfig({ ...SD, prediction_type: pt, clip_sample: false });
+      s.setTimesteps(10);
+      const t = s.timesteps[2]!, tPrev = s.timesteps[3]!;
+      const xt = s.addNoise(x0, eps, t);
+      const out = pt === 'v_prediction' ? s.getVelocity(x0, eps, t) : pt === 'sample' ? x0 : eps;
+      const r = s.step(out, t, xt);
+      expect(relErr(r.predOriginalSample!.data(), x0.data()), pt).toBeLessThan(1e-5);
+      const aP = s.alphasCumprod[tPrev]!;
+      const want = comb([Array.from(x0.data()), Math.sqrt(aP)], [Array.from(eps.data()), Math.sqrt(1 - aP)]);
+      expect(relErr(r.prevSample.data(), want), pt).toBeLessThan(1e-5);
+    }
+  });
+  it('Euler with v_prediction recovers x0 from a VP-scaled input', () => {
+    const s = EulerDiscreteScheduler.fromConfig({ ...SD, prediction_type: 'v_prediction' });
+    s.setTimesteps(10);
+    const t = s.timesteps[3]!, sigma = s.sigmas[3]!;
+    const a = 1 / Math.sqrt(sigma * sigma + 1);
+    const xt = comb([Array.from(x0.data()), 1], [Array.from(eps.data()), sigma]);
+    const v = comb([Array.from(eps.data()), a], [Array.from(x0.data()), -sigma * a]);
+    const r = s.step(tensor(v, { shape: SHAPE }), t, tensor(xt, { shape: SHAPE }));
+    expect(relErr(r.predOriginalSample!.data(), x0.data())).toBeLessThan(1e-5);
+    // prev = x0 + sigma_next * eps (an exact model moves along the noise direction)
+    const want = comb([Array.from(x0.data()), 1], [Array.from(eps.data()), s.sigmas[4]!]);
+    expect(relErr(r.prevSample.data(), want)).toBeLessThan(1e-5);
+  });
+  it('DDPM with sample prediction: the posterior mean', () => {
+    const s = DDPMScheduler.fromConfig({ prediction_type: 'sample', clip_sample: false });
+    s.setTimesteps(50);
+    const t = s.timesteps[10]!, tp = s.timesteps[11]!;
+    const xt = s.addNoise(x0, eps, t);
+    const r = s.step(x0, t, xt, { noise: zeros(SHAPE) });
+    const a = s.alphasCumprod[t]!, ap = s.alphasCumprod[tp]!, ca = a / ap, cb = 1 - ca;
+    const want = comb([Array.from(x0.data()), Math.sqrt(ap) * cb / (1 - a)], [Array.from(xt.data()), Math.sqrt(ca) * (1 - ap) / (1 - a)]);
+    expect(relErr(r.prevSample.data(), want)).toBeLessThan(1e-5);
+  });
+});
+
+describe('stochastic parts', () => {
+  const x = tensor(X0, { shape: SHAPE });
+  const m = model(x, 500);
+  const ones = tensor(new Array(32).fill(1), { shape: SHAPE });
+  it('DDPM variance types scale the noise as diffusers', () => {
+    const at = (vt: string) => {
+      const s = DDPMScheduler.fromConfig({ variance_type: vt });
+      s.setTimesteps(100);
+      const t = s.timesteps[50]!;
+      const d0 = s.step(m, t, x, { noise: zeros(SHAPE) }).prevSample.data();
+      const d1 = s.step(m, t, x, { noise: ones }).prevSample.data();
+      const a = s.alphasCumprod[t]!, ap = s.alphasCumprod[s.timesteps[51]!]!, cb = 1 - a / ap;
+      return { diff: d1[0]! - d0[0]!, small: Math.sqrt(((1 - ap) / (1 - a)) * cb), large: Math.sqrt(cb) };
+    };
+    const small = at('fixed_small'), large = at('fixed_large'), slog = at('fixed_small_log');
+    expect(small.diff).toBeCloseTo(small.small, 5);
+    expect(slog.diff).toBeCloseTo(small.small, 5);
+    expect(large.diff).toBeCloseTo(large.large, 5);
+  });
+  it('DDPM learned_range splits the channels and interpolates the log variance', () => {
+    const s = DDPMScheduler.fromConfig({ variance_type: 'learned_range' });
+    s.setTimesteps(100);
+    const t = s.timesteps[50]!;
+    const withVar = tensor([...Array.from(m.data()), ...new Array(32).fill(0)], { shape: [1, 4, 4, 4] });
+    const d0 = s.step(withVar, t, x, { noise: zeros(SHAPE) }).prevSample.data();
+    const d1 = s.step(withVar, t, x, { noise: ones }).prevSample.data();
+    const a = s.alphasCumprod[t]!, ap = s.alphasCumprod[s.timesteps[51]!]!, cb = 1 - a / ap;
+    const small = ((1 - ap) / (1 - a)) * cb; // frac 0.5: geometric mean of small and large
+    expect(d1[3]! - d0[3]!).toBeCloseTo(Math.exp(0.5 * (0.5 * Math.log(cb) + 0.5 * Math.log(small))), 5);
+    expect(() => s.step(m, t, x)).toThrow(ArgumentError);
+  });
+  it('DDIM eta = 1 adds sigma_t * noise', () => {
+    const s = DDIMScheduler.fromConfig({ clip_sample: false });
+    s.setTimesteps(10);
+    const t = 500;
+    const d0 = s.step(m, t, x, { eta: 1, noise: zeros(SHAPE) }).prevSample.data();
+    const det = s.step(m, t, x).prevSample.data();
+    const d1 = s.step(m, t, x, { eta: 1, noise: ones }).prevSample.data();
+    const a = s.alphasCumprod[500]!, ap = s.alphasCumprod[400]!;
+    const std = Math.sqrt(((1 - ap) / (1 - a)) * (1 - a / ap));
+    expect(d1[0]! - d0[0]!).toBeCloseTo(std, 5);
+    expect(relErr(d0, det)).toBeGreaterThan(1e-4); // eta also shrinks the direction term
+  });
+  it('Euler ancestral: with zero noise an Euler step to sigma_down; noise enters with sigma_up', () => {
+    const s = EulerAncestralDiscreteScheduler.fromConfig(SD);
+    s.setTimesteps(10);
+    const xs = tensor(X0.map((v) => v * s.initNoiseSigma), { shape: SHAPE });
+    const t = s.timesteps[0]!;
+    const mo = model(s.scaleModelInput(xs, t), t);
+    const d0 = s.step(mo, t, xs, { noise: zeros(SHAPE) }).prevSample.data();
+    const s2 = s.clone() as EulerAncestralDiscreteScheduler;
+    s2.setTimesteps(10);
+    const d1 = s2.step(mo, t, xs, { noise: ones }).prevSample.data();
+    const sg = s.sigmas[0]!, st = s.sigmas[1]!;
+    const up = Math.sqrt(st * st * (sg * sg - st * st) / (sg * sg)), down = Math.sqrt(st * st - up * up);
+    const want = comb([Array.from(xs.data()), 1], [Array.from(mo.data()), down - sg]); // x + eps*(sigma_down - sigma)
+    expect(relErr(d0, want)).toBeLessThan(1e-5);
+    expect(d1[0]! - d0[0]!).toBeCloseTo(up, 4);
+    // a full zero-noise run ends at a finite sample
+    expect(run(EulerAncestralDiscreteScheduler.fromConfig(SD), 10).at(-1)!.every(Number.isFinite)).toBe(true);
+  });
+  it('LCM: last step returns the denoised estimate; c_skip/c_out at t', () => {
+    const s = LCMScheduler.fromConfig({});
+    const { cSkip, cOut } = s.boundaryScalings(999);
+    expect(cSkip).toBeCloseTo(0.25 / (9990 ** 2 + 0.25), 15);
+    expect(cOut).toBeCloseTo(9990 / Math.sqrt(9990 ** 2 + 0.25), 12);
+    s.setTimesteps(1);
+    const r = s.step(m, 999, x, { noise: ones });
+    expect(relErr(r.prevSample.data(), r.denoised!.data())).toBe(0);
+  });
+});
+
+describe('multistep solvers against float64 references', () => {
+  it('DPM-Solver++ order 1 equals DDIM (trailing spacing, alpha_final = 1)', () => {
+    const ddim = run(DDIMScheduler.fromConfig({ ...SD, timestep_spacing: 'trailing', clip_sample: false }), 10);
+    const dpm = run(DPMSolverMultistepScheduler.fromConfig({ ...SD, timestep_spacing: 'trailing', solver_order: 1 }), 10);
+    expectTrajectory(dpm, ddim);
+  });
+  it('DPM-Solver (noise prediction) order 1 equals DDIM before the sigma_min final step', () => {
+    const ddim = run(DDIMScheduler.fromConfig({ ...SD, timestep_spacing: 'trailing', clip_sample: false }), 10);
+    const dpm = run(DPMSolverMultistepScheduler.fromConfig({ ...SD, timestep_spacing: 'trailing', solver_order: 1, algorithm_type: 'dpmsolver', final_sigmas_type: 'sigma_min' }), 10);
+    expectTrajectory(dpm.slice(0, -1), ddim.slice(0, -1));
+  });
+  for (const order of [1, 2, 3]) for (const algo of ['dpmsolver++', 'dpmsolver']) for (const st of ['midpoint', 'heun']) for (const steps of [8, 20]) {
+    it(`DPM ${algo} order ${order} ${st}, ${steps} steps`, () => {
+      const finalZero = algo === 'dpmsolver++';
+      const s = DPMSolverMultistepScheduler.fromConfig({ ...SD, solver_order: order, algorithm_type: algo, solver_type: st, final_sigmas_type: finalZero ? 'zero' : 'sigma_min' });
+      const ours = run(s, steps);
+      const ref = refDpm({ order, pp: algo === 'dpmsolver++', heun: st === 'heun', lowerOrderFinal: true, finalZero }, s.sigmas, s.timesteps);
+      expectTrajectory(ours, ref);
+    });
+  }
+  it('UniPC first step (order-1 predictor, no corrector) is the DPM-Solver++ first-order step', () => {
+    for (const solver_type of ['bh1', 'bh2']) {
+      const u = UniPCMultistepScheduler.fromConfig({ ...SD, solver_type });
+      const d = DPMSolverMultistepScheduler.fromConfig(SD);
+      expect(relErr(run(u, 10)[0]!, run(d, 10)[0]!)).toBeLessThan(1e-6);
+    }
+  });
+  for (const order of [1, 2, 3]) for (const st of ['bh1', 'bh2']) for (const px0 of [true, false]) {
+    it(`UniPC ${st} order ${order} predict_x0=${px0}`, () => {
+      const s = UniPCMultistepScheduler.fromConfig({ ...SD, solver_order: order, solver_type: st, predict_x0: px0, final_sigmas_type: px0 ? 'zero' : 'sigma_min' });
+      const ours = run(s, 12);
+      const ref = refUniPC({ order, bh2: st === 'bh2', px0 }, s.sigmas, s.timesteps);
+      expectTrajectory(ours, ref);
+    });
+  }
+  it('UniPC disable_corrector skips the corrector after the listed steps', () => {
+    const on = run(UniPCMultistepScheduler.fromConfig(SD), 6);
+    const off = run(UniPCMultistepScheduler.fromConfig({ ...SD, disable_corrector: [0] }), 6);
+    expect(relErr(off[0]!, on[0]!)).toBe(0);
+    expect(relErr(off[1]!, on[1]!)).toBeGreaterThan(1e-6);
+  });
+  it('PNDM PRK warm-up with a constant model output is one RK4 step per 4 calls', () => {
+    const s = PNDMScheduler.fromConfig({});
+    s.setTimesteps(50);
+    const x = tensor(X0, { shape: SHAPE });
+    const c = tensor(new Array(32).fill(0.3), { shape: SHAPE });
+    const prev = (xv: Vec, t: number, tp: number) => {
+      const a = s.alphasCumprod[t]!, ap = s.alphasCumprod[tp]!;
+      const denom = a * Math.sqrt(1 - ap) + Math.sqrt(a * (1 - a) * ap);
+      return xv.map((v) => Math.sqrt(ap / a) * v - ((ap - a) * 0.3) / denom);
+    };
+    let cur = x;
+    const outs: Vec[] = [];
+    for (let k = 0; k < 4; ++k) { cur = s.step(c, s.timesteps[k]!, cur).prevSample; outs.push(Array.from(cur.data())); }
+    expect(relErr(outs[0]!, prev(X0, 980, 970))).toBeLessThan(1e-6);
+    expect(relErr(outs[3]!, prev(X0, 980, 960))).toBeLessThan(1e-6);
+    // the full PRK + PLMS run stays finite
+    const all = run(PNDMScheduler.fromConfig(SD), 20);
+    expect(all.length).toBe(12 + 17);
+    expect(all.at(-1)!.every(Number.isFinite)).toBe(true);
+  });
+});
+
+/** diffusers' UniPC (multistep_uni_p/c_bh_update) in float64. */
+function refUniPC(cfg: { order: number; bh2: boolean; px0: boolean }, sigmas: number[], ts: number[]): Vec[] {
+  const L = ts.length, outs: Vec[] = [], res: Vec[] = [];
+  let x = [...X0], last: Vec | null = null, lower = 0, thisOrder = 1;
+  const sys = (rks: number[], hh: number, order: number) => {
+    const hPhi1 = Math.expm1(hh); let hPhiK = hPhi1 / hh - 1; let f = 1;
+    const B = cfg.bh2 ? Math.expm1(hh) : hh;
+    const R: number[][] = [], b: number[] = [];
+    for (let k = 1; k <= order; ++k) { R.push(rks.map((r) => r ** (k - 1))); b.push(hPhiK * f / B); f *= k + 1; hPhiK = hPhiK / hh - 1 / f; }
+    return { R, b, hPhi1, B };
+  };
+  const solve = (A: number[][], b: number[]) => { // Cramer's rule, n <= 3
+    const det = (M: number[][]): number => M.length === 1 ? M[0]![0]! : M.length === 2 ? M[0]![0]! * M[1]![1]! - M[0]![1]! * M[1]![0]!
+      : M[0]!.reduce((s, v, j) => s + (j % 2 ? -1 : 1) * v * det(M.slice(1).map((r) => r.filter((_, c) => c !== j))), 0);
+    const d = det(A);
+    return b.map((_, j) => det(A.map((r, i) => r.map((v, c) => (c === j ? b[i]! : v)))) / d);
+  };
+  const update = (xs: Vec, iT: number, iS: number, order: number, siOf: (k: number) => number, mT: Vec | null): Vec => {
+    const t = vpOf(sigmas[iT]!), s0 = vpOf(sigmas[iS]!);
+    const h = t.l - s0.l, m0 = outs[outs.length - (mT ? 2 : 1)]!;
+    const rks: number[] = [], D1s: Vec[] = [];
+    for (let k = 1; k < order; ++k) {
+      const mi = outs[outs.length - (mT ? 2 : 1) - k]!;
+      const rk = (vpOf(sigmas[siOf(k)]!).l - s0.l) / h;
+      rks.push(rk); D1s.push(comb([mi, 1 / rk], [m0, -1 / rk]));
+    }
+    rks.push(1);
+    const hh = cfg.px0 ? -h : h;
+    const { R, b, hPhi1, B } = sys(rks, hh, order);
+    const [cx, cm, cr] = cfg.px0 ? [t.s / s0.s, -t.a * hPhi1, -t.a * B] : [t.a / s0.a, -t.s * hPhi1, -t.s * B];
+    let out = comb([xs, cx], [m0, cm]);
+    if (mT) {
+      const rhos = order === 1 ? [0.5] : solve(R, b);
+      D1s.forEach((d, k) => { out = comb([out, 1], [d, cr * rhos[k]!]); });
+      out = comb([out, 1], [mT, cr * rhos[rhos.length - 1]!], [m0, -cr * rhos[rhos.length - 1]!]);
+    } else if (D1s.length) {
+      const rhos = order === 2 ? [0.5] : solve(R.slice(0, -1).map((r) => r.slice(0, -1)), b.slice(0, -1));
+      D1s.forEach((d, k) => { out = comb([out, 1], [d, cr * rhos[k]!]); });
+    }
+    return out;
+  };
+  for (let i = 0; i < L; ++i) {
+    const m = model64(x, ts[i]!);
+    const s = vpOf(sigmas[i]!);
+    const conv = cfg.px0 ? comb([x, 1 / s.a], [m, -s.s / s.a]) : m;
+    outs.push(conv);
+    if (i > 0 && last) x = update(last, i, i - 1, thisOrder, (k) => i - (k + 1), conv);
+    thisOrder = Math.min(Math.min(cfg.order, L - i), lower + 1);
+    last = x;
+    x = update(x, i + 1, i, thisOrder, (k) => i - k, null);
+    lower = Math.min(lower + 1, cfg.order);
+    res.push(x);
+  }
+  return res;
+}
