@@ -468,3 +468,116 @@ function refUniPC(cfg: { order: number; bh2: boolean; px0: boolean }, sigmas: nu
   }
   return res;
 }
+
+describe('config, loading, state', () => {
+  it('config holds every key with diffusers defaults plus _class_name; unknown keys are ignored', () => {
+    const s = DDIMScheduler.fromConfig({ ...SD, some_future_key: 3, _diffusers_version: '0.30.0' });
+    expect(s.config._class_name).toBe('DDIMScheduler');
+    expect(s.config._diffusers_version).toBe('0.30.0');
+    expect(s.config.beta_schedule).toBe('scaled_linear');
+    expect(s.config.clip_sample).toBe(true);
+    expect(s.config.timestep_spacing).toBe('leading');
+    expect('some_future_key' in s.config).toBe(false);
+    const d = new DPMSolverMultistepScheduler();
+    expect(d.config.solver_order).toBe(2);
+    expect(d.config.algorithm_type).toBe('dpmsolver++');
+    expect(d.config.lambda_min_clipped).toBe(-Infinity);
+  });
+  it('bad values throw ArgumentError naming the key', () => {
+    const bad: Array<[typeof DDIMScheduler | typeof DDPMScheduler | typeof DPMSolverMultistepScheduler, Record<string, unknown>, string]> = [
+      [DDIMScheduler, { beta_schedule: 'quadratic' }, 'beta_schedule'],
+      [DDIMScheduler, { prediction_type: 'flow' }, 'prediction_type'],
+      [DDIMScheduler, { timestep_spacing: 'even' }, 'timestep_spacing'],
+      [DDIMScheduler, { num_train_timesteps: 0 }, 'num_train_timesteps'],
+      [DDIMScheduler, { clip_sample: 'yes' }, 'clip_sample'],
+      [DDIMScheduler, { thresholding: true }, 'thresholding'],
+      [DDPMScheduler, { variance_type: 'huge' }, 'variance_type'],
+      [DDPMScheduler, { trained_betas: [0.1, 'x'] }, 'trained_betas'],
+      [DPMSolverMultistepScheduler, { solver_order: 0 }, 'solver_order'],
+      [DPMSolverMultistepScheduler, { algorithm_type: 'dpmsolver' }, 'final_sigmas_type'],
+    ];
+    for (const [C, cfg, key] of bad) {
+      expect(() => C.fromConfig(cfg), key).toThrow(ArgumentError);
+      expect(() => C.fromConfig(cfg), key).toThrow(key);
+    }
+    expect(() => DDPMScheduler.fromConfig({ num_train_timesteps: 3, trained_betas: [0.1] })).toThrow(/trained_betas/);
+  });
+  it('schedulerFromConfig dispatches on _class_name and lists the supported ones otherwise', () => {
+    for (const name of ['DDPMScheduler', 'DDIMScheduler', 'PNDMScheduler', 'DPMSolverMultistepScheduler', 'EulerDiscreteScheduler', 'EulerAncestralDiscreteScheduler', 'UniPCMultistepScheduler', 'LCMScheduler']) {
+      const s = schedulerFromConfig({ _class_name: name });
+      expect(s.constructor.name).toBe(name);
+      expect(s.config._class_name).toBe(name);
+      s.setTimesteps(4);
+      expect(s.timesteps.length).toBeGreaterThanOrEqual(4);
+    }
+    expect(() => schedulerFromConfig({ _class_name: 'HeunDiscreteScheduler' })).toThrow(/supported: DDPMScheduler, DDIMScheduler/);
+    // the same noise schedule under another sampler, as the CLI does
+    const base = DDIMScheduler.fromConfig(SD);
+    expect(schedulerFromConfig({ ...base.config, _class_name: 'EulerDiscreteScheduler' }).config.beta_schedule).toBe('scaled_linear');
+  });
+  it('loadScheduler reads scheduler_config.json (dir or file, -Infinity allowed); QDM_IO for missing or bad files', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qdm-sched-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'scheduler_config.json'), '{"_class_name": "DPMSolverMultistepScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "lambda_min_clipped": -Infinity, "solver_order": 3}');
+      const s = await loadScheduler(dir);
+      expect(s).toBeInstanceOf(DPMSolverMultistepScheduler);
+      expect(s.config.solver_order).toBe(3);
+      expect(s.config.lambda_min_clipped).toBe(-Infinity);
+      expect((await loadScheduler(path.join(dir, 'scheduler_config.json'))).config.solver_order).toBe(3);
+      await expect(loadScheduler(path.join(dir, 'nope'))).rejects.toMatchObject({ code: 'QDM_IO' });
+      fs.writeFileSync(path.join(dir, 'bad.json'), '{"_class_name": ');
+      await expect(loadScheduler(path.join(dir, 'bad.json'))).rejects.toBeInstanceOf(QdmError);
+      await expect(loadScheduler(path.join(dir, 'bad.json'))).rejects.toMatchObject({ code: 'QDM_IO' });
+      fs.writeFileSync(path.join(dir, 'unknown.json'), '{"_class_name": "KarrasVeScheduler"}');
+      await expect(loadScheduler(path.join(dir, 'unknown.json'))).rejects.toBeInstanceOf(ArgumentError);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it('setTimesteps validates its argument', () => {
+    expect(() => DDIMScheduler.fromConfig({}).setTimesteps(0)).toThrow(ArgumentError);
+    expect(() => DDIMScheduler.fromConfig({}).setTimesteps(1001)).toThrow(ArgumentError);
+    expect(() => LCMScheduler.fromConfig({}).setTimesteps(51)).toThrow(ArgumentError);
+    expect(() => DDIMScheduler.fromConfig({}).step(zeros(SHAPE), 1, zeros(SHAPE))).toThrow(/setTimesteps/);
+  });
+  it('addNoise / getVelocity with one timestep per batch item', () => {
+    const s = DDPMScheduler.fromConfig({});
+    const x0 = tensor([...X0, ...X0.map((v) => -v)], { shape: [2, 2, 4, 4] });
+    const n = tensor([...X0.map((v) => v * 0.3), ...X0], { shape: [2, 2, 4, 4] });
+    const both = s.addNoise(x0, n, [10, 900]).data();
+    const x0a = tensor(X0, { shape: SHAPE }), na = tensor(X0.map((v) => v * 0.3), { shape: SHAPE });
+    expect(relErr(both.subarray(0, 32), s.addNoise(x0a, na, 10).data())).toBeLessThan(1e-7);
+    const x0b = tensor(X0.map((v) => -v), { shape: SHAPE }), nb = tensor(X0, { shape: SHAPE });
+    expect(relErr(both.subarray(32), s.addNoise(x0b, nb, 900).data())).toBeLessThan(1e-7);
+    const v = s.getVelocity(x0, n, [10, 900]).data();
+    const a = s.alphasCumprod[900]!;
+    expect(v[32]!).toBeCloseTo(Math.sqrt(a) * X0[0]! - Math.sqrt(1 - a) * -X0[0]!, 6);
+    expect(() => s.addNoise(x0, n, [1, 2, 3])).toThrow(ArgumentError);
+    expect(() => s.addNoise(x0, n, 1000)).toThrow(ArgumentError);
+    const e = EulerDiscreteScheduler.fromConfig(SD);
+    e.setTimesteps(10);
+    expect(() => e.addNoise(x0, n, 123)).toThrow(ArgumentError);
+  });
+  it('multistep state survives the caller disposing samples inside tidy scopes; clone() starts fresh', async () => {
+    const { tidy, keep } = await import('@qdm/core');
+    for (const make of [() => DPMSolverMultistepScheduler.fromConfig({ ...SD, solver_order: 3 }), () => UniPCMultistepScheduler.fromConfig({ ...SD, solver_order: 3 }), () => PNDMScheduler.fromConfig(SD), () => PNDMScheduler.fromConfig({ ...SD, skip_prk_steps: true })]) {
+      const ref = run(make(), 10);
+      const s = make();
+      s.setTimesteps(10);
+      let x = tensor(X0, { shape: SHAPE });
+      const ours: Vec[] = [];
+      for (const t of s.timesteps) {
+        const next = tidy(() => keep(s.step(model(s.scaleModelInput(x, t), t), t, x, { noise: zeros(SHAPE) }).prevSample));
+        x.dispose();
+        x = next;
+        ours.push(Array.from(x.data()));
+      }
+      expectTrajectory(ours, ref, 1e-7);
+      const c = s.clone();
+      expect(c).not.toBe(s);
+      expect(c.config).toEqual(s.config);
+      expect(run(c, 10)).toEqual(ref);
+      s.dispose();
+    }
+  });
+});
