@@ -3,10 +3,16 @@
 import { QdmError } from '@qdm/core';
 import { UsageError, parseArgs, helpText, type CommandSpec, type ParsedOptions } from './args.js';
 import { infoSpec, runInfo } from './commands/info.js';
+import { sampleSpec, runSample } from './commands/sample.js';
+import { evalSpec, runEval } from './commands/eval.js';
+import { demoSpec, runDemo } from './commands/demo.js';
 
 interface Command { spec: CommandSpec; run(opts: ParsedOptions, positionals: string[]): Promise<void> }
 
 const commands: Command[] = [
+  { spec: demoSpec, run: runDemo },
+  { spec: sampleSpec, run: runSample },
+  { spec: evalSpec, run: runEval },
   { spec: infoSpec, run: runInfo },
 ];
 

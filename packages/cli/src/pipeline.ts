@@ -1,0 +1,70 @@
+// Shared by sample, eval and demo: load a model folder (or the embedded digits model), pick a
+// scheduler, and draw class-conditional samples with classifier-free guidance.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  Tensor, tensor, sample, concat, loadModel, loadScheduler, schedulerFromConfig, memoryStats, resetPeakMemory,
+  type Scheduler, type Module,
+} from '@qdm/core';
+import { loadDigitsUnet, loadDigitsScheduler, NULL_CLASS } from '@qdm/digits';
+import { UsageError } from './args.js';
+import { Progress } from './progress.js';
+
+export const SCHEDULERS = ['ddpm', 'ddim', 'pndm', 'dpm++', 'euler', 'euler-a', 'unipc', 'lcm'] as const;
+const CLASS_NAMES: Record<string, string> = {
+  ddpm: 'DDPMScheduler', ddim: 'DDIMScheduler', pndm: 'PNDMScheduler', 'dpm++': 'DPMSolverMultistepScheduler',
+  euler: 'EulerDiscreteScheduler', 'euler-a': 'EulerAncestralDiscreteScheduler', unipc: 'UniPCMultistepScheduler', lcm: 'LCMScheduler',
+};
+
+export type UNet = Module & { config: Record<string, unknown> };
+
+/** 'digits' (the embedded model) or a diffusers model folder (a pipeline folder with unet/ also works). */
+export async function loadUnet(model: string): Promise<{ unet: UNet; scheduler: Scheduler }> {
+  if (model === 'digits') return { unet: (await loadDigitsUnet()) as UNet, scheduler: await loadDigitsScheduler() };
+  const dir = existsSync(join(model, 'unet', 'config.json')) ? join(model, 'unet') : model;
+  if (!existsSync(join(dir, 'config.json'))) throw new UsageError(`qdm: no model at '${model}' (expected a diffusers folder with config.json, or 'digits')`);
+  const hasFp16 = existsSync(join(dir, 'diffusion_pytorch_model.fp16.safetensors')) && !existsSync(join(dir, 'diffusion_pytorch_model.safetensors'));
+  const unet = (await loadModel(dir, { variant: hasFp16 ? 'fp16' : undefined })) as UNet;
+  const schedDir = [join(model, 'scheduler'), join(dir, '..', 'scheduler'), dir].find((d) => existsSync(join(d, 'scheduler_config.json')));
+  const scheduler = schedDir ? await loadScheduler(schedDir) : schedulerFromConfig({ _class_name: 'DDPMScheduler' });
+  return { unet, scheduler };
+}
+
+/** The same noise schedule, sampled by another algorithm. */
+export function withSampler(base: Scheduler, name: string | undefined): Scheduler {
+  if (!name) return base;
+  const cls = CLASS_NAMES[name];
+  if (!cls) throw new UsageError(`qdm: unknown scheduler '${name}' (one of ${SCHEDULERS.join(', ')})`);
+  return schedulerFromConfig({ ...base.config, _class_name: cls });
+}
+
+export interface GenerateOptions { labels: number[]; steps: number; guidance: number; seed: number; batch: number; label?: string; quiet?: boolean }
+export interface Generated { samples: Tensor; seconds: number; peakBytes: number }
+
+/** Samples one image per label (class-conditional models) or labels.length images. */
+export async function generate(unet: UNet, scheduler: Scheduler, opts: GenerateOptions): Promise<Generated> {
+  const conditional = unet.config.num_class_embeds != null || unet.config.class_embed_type != null;
+  const parts: Tensor[] = [];
+  const n = opts.labels.length;
+  const progress = opts.quiet ? null : new Progress(opts.label ?? 'sampling', n * opts.steps);
+  resetPeakMemory();
+  const t0 = performance.now();
+  for (let at = 0; at < n; at += opts.batch) {
+    const labels = opts.labels.slice(at, at + opts.batch);
+    const b = labels.length;
+    const r = await sample({
+      unet, scheduler: scheduler.clone(), steps: opts.steps, batch: b, seed: opts.seed + at,
+      guidanceScale: conditional ? opts.guidance : 1,
+      cond: conditional ? { classLabels: tensor(labels, { dtype: 'i64' }) } : undefined,
+      uncond: conditional ? { classLabels: tensor(new Array(b).fill(NULL_CLASS), { dtype: 'i64' }) } : undefined,
+      onProgress: (done) => progress?.update(at * opts.steps + done * b),
+    });
+    parts.push(r.samples);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const samples = parts.length === 1 ? parts[0]! : concat(parts, 0);
+  return { samples, seconds, peakBytes: memoryStats('cpu').peakBytes };
+}
+
+/** n labels cycling 0..classes-1 (balanced classes). */
+export function balancedLabels(n: number, classes = 10): number[] { return Array.from({ length: n }, (_, i) => i % classes); }
