@@ -490,7 +490,7 @@ describe('config, loading, state', () => {
       [DDIMScheduler, { timestep_spacing: 'even' }, 'timestep_spacing'],
       [DDIMScheduler, { num_train_timesteps: 0 }, 'num_train_timesteps'],
       [DDIMScheduler, { clip_sample: 'yes' }, 'clip_sample'],
-      [DDIMScheduler, { thresholding: true }, 'thresholding'],
+      [DDIMScheduler, { thresholding: 1 }, 'thresholding'],
       [DDPMScheduler, { variance_type: 'huge' }, 'variance_type'],
       [DDPMScheduler, { trained_betas: [0.1, 'x'] }, 'trained_betas'],
       [DPMSolverMultistepScheduler, { solver_order: 0 }, 'solver_order'],
@@ -579,5 +579,43 @@ describe('config, loading, state', () => {
       expect(run(c, 10)).toEqual(ref);
       s.dispose();
     }
+  });
+});
+
+describe('dynamic thresholding', () => {
+  /** Reference _threshold_sample on one batch item: s = clamp(quantile(|x|, ratio), 1, max). */
+  const threshold = (v: Vec, ratio: number, max: number): Vec => {
+    const a = v.map(Math.abs).sort((p, q) => p - q);
+    const pos = ratio * (a.length - 1), lo = Math.floor(pos);
+    const q = a[lo]! + (a[Math.min(lo + 1, a.length - 1)]! - a[lo]!) * (pos - lo);
+    const sv = Math.min(Math.max(q, 1), max);
+    return v.map((x) => Math.min(Math.max(x, -sv), sv) / sv);
+  };
+  const big = [...X0.map((v, i) => v * 4 + (i % 3)), ...X0.map((v) => v * 0.5)];
+  it('DDIM thresholds x0 per batch item (and wins over clip_sample)', () => {
+    const s = DDIMScheduler.fromConfig({ ...SD, prediction_type: 'sample', thresholding: true, dynamic_thresholding_ratio: 0.9, sample_max_value: 3 });
+    s.setTimesteps(10);
+    const x = tensor(big, { shape: [2, 2, 4, 4] });
+    const r = s.step(x, s.timesteps[0]!, x);
+    const got = r.predOriginalSample!.data();
+    expect(relErr(got.subarray(0, 32), threshold(big.slice(0, 32), 0.9, 3))).toBeLessThan(1e-6);
+    expect(relErr(got.subarray(32), threshold(big.slice(32), 0.9, 3))).toBeLessThan(1e-6);
+    expect(Math.max(...Array.from(got.subarray(0, 32)).map(Math.abs))).toBeLessThanOrEqual(1 + 1e-6);
+  });
+  it('DPM-Solver++ thresholds the denoised estimate; dpmsolver recomputes epsilon from it (same first-order step)', () => {
+    const cfg = { ...SD, thresholding: true, dynamic_thresholding_ratio: 0.8, sample_max_value: 2, solver_order: 1, final_sigmas_type: 'sigma_min' };
+    const pp = DPMSolverMultistepScheduler.fromConfig(cfg);
+    const eps = DPMSolverMultistepScheduler.fromConfig({ ...cfg, algorithm_type: 'dpmsolver' });
+    pp.setTimesteps(10); eps.setTimesteps(10);
+    const x = tensor(X0.map((v) => v * 3), { shape: SHAPE });
+    const t = pp.timesteps[6]!; // low noise: x0 = (x - sigma eps)/alpha exceeds 1
+    const m = model(x, t);
+    pp.step(m, pp.timesteps[5]!, x); eps.step(m, eps.timesteps[5]!, x); // advance both to step 6
+    const a = pp.step(m, t, x), b = eps.step(m, t, x);
+    const { a: al, s: sg } = vpOf(pp.sigmas[6]!);
+    const x0 = comb([X0.map((v) => v * 3), 1 / al], [Array.from(m.data()), -sg / al]);
+    expect(relErr(threshold(x0, 0.8, 2), x0)).toBeGreaterThan(0.05); // the threshold is active here
+    expect(relErr(a.denoised!.data(), threshold(x0, 0.8, 2))).toBeLessThan(1e-5);
+    expect(relErr(a.prevSample.data(), b.prevSample.data())).toBeLessThan(1e-5);
   });
 });

@@ -8,9 +8,10 @@ import { ArgumentError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import type { Generator } from '../random.js';
 import { keep, tidy } from '../memory.js';
-import { affine, add, mul } from '../ops/elementwise.js';
+import { affine, add, mul, div, maximum, minimum } from '../ops/elementwise.js';
 import { randn, tensor } from '../ops/creation.js';
 import { cast, clone } from '../ops/shape.js';
+import { clamp } from '../ops/elementwise.js';
 import { cumprodAlphas, makeBetas, type BetaConfig } from './betas.js';
 
 export interface StepOptions {
@@ -70,7 +71,7 @@ export function betaKeys(d: { beta_start: number; beta_end: number; beta_schedul
 export const PREDICTION_TYPES = ['epsilon', 'v_prediction', 'sample'] as const;
 export const SPACINGS = ['leading', 'trailing', 'linspace'] as const;
 export const thresholdKeys = (): ConfigSchema => ({
-  thresholding: cfgOnly(false, 'dynamic thresholding is not implemented'),
+  thresholding: cfgBool(false),
   dynamic_thresholding_ratio: cfgNum(0.995, { min: 0, max: 1 }),
   sample_max_value: cfgNum(1.0, { min: 0 }),
 });
@@ -218,4 +219,40 @@ export function predictX0(predictionType: string, modelOutput: Tensor, sample: T
   if (predictionType === 'sample') return clone(modelOutput);
   if (predictionType === 'v_prediction') return lincomb([sample, Math.sqrt(alphaProd)], [modelOutput, -Math.sqrt(beta)]);
   throw new ArgumentError(`scheduler: prediction_type '${predictionType}' is not one of epsilon, v_prediction, sample`);
+}
+
+const clampRange = (x: Tensor, r: number) => clamp(x, -r, r);
+
+/** torch.quantile(values, q) with linear interpolation. */
+function quantile(values: Float64Array, q: number): number {
+  const sorted = values.sort();
+  const pos = q * (sorted.length - 1);
+  const lo = Math.floor(pos), hi = Math.min(lo + 1, sorted.length - 1);
+  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
+}
+
+/**
+ * Dynamic thresholding (Imagen; diffusers' _threshold_sample): per batch item, s = the `ratio`
+ * quantile of |x0| clamped to [1, maxValue]; x0 is clamped to [-s, s] and divided by s.
+ */
+export function dynamicThreshold(x0: Tensor, ratio: number, maxValue: number): Tensor {
+  const batch = x0.shape[0] ?? 1;
+  const data = Float64Array.from(x0.data() as ArrayLike<number>);
+  const per = data.length / batch;
+  const s: number[] = [];
+  for (let b = 0; b < batch; ++b) {
+    const abs = data.subarray(b * per, (b + 1) * per).map(Math.abs);
+    s.push(Math.min(Math.max(quantile(abs, ratio), 1), maxValue));
+  }
+  return tidy(() => {
+    const S = perBatch(x0, s);
+    return div(minimum(maximum(x0, affine(S, -1, 0)), S), S);
+  });
+}
+
+/** Thresholding or clipping of a predicted x0 per the config (thresholding wins, as diffusers). */
+export function limitX0(config: SchedulerConfig, x0: Tensor): Tensor {
+  if (config.thresholding) return dynamicThreshold(x0, config.dynamic_thresholding_ratio as number, config.sample_max_value as number);
+  if (config.clip_sample) { const r = config.clip_sample_range as number; return clampRange(x0, r); }
+  return x0;
 }

@@ -4,11 +4,10 @@
 import { ArgumentError } from '../errors.js';
 import type { Tensor } from '../tensor.js';
 import { tidy } from '../memory.js';
-import { clamp } from '../ops/elementwise.js';
 import { integerTimesteps } from './betas.js';
 import {
   Scheduler, betaKeys, cfgBool, cfgEnum, cfgInt, cfgNum, thresholdKeys, PREDICTION_TYPES, SPACINGS,
-  asFloat, lincomb, predictX0, stepNoise, type ConfigSchema, type SchedulerConfig, type StepOptions, type StepOutput,
+  asFloat, limitX0, lincomb, predictX0, stepNoise, type ConfigSchema, type SchedulerConfig, type StepOptions, type StepOutput,
 } from './base.js';
 
 export const DDIM_SCHEMA: ConfigSchema = {
@@ -58,7 +57,7 @@ export class DDIMScheduler extends Scheduler {
       let eps = this.predictionType === 'epsilon' ? m
         : this.predictionType === 'sample' ? lincomb([x, 1 / Math.sqrt(b)], [x0, -Math.sqrt(a) / Math.sqrt(b)])
           : lincomb([m, Math.sqrt(a)], [x, Math.sqrt(b)]);
-      if (this.config.clip_sample) { const r = this.config.clip_sample_range as number; x0 = clamp(x0, -r, r); }
+      x0 = limitX0(this.config, x0);
       const variance = ((1 - aPrev) / b) * (1 - a / aPrev);
       const std = eta * Math.sqrt(variance);
       if (opts.useClippedModelOutput) eps = lincomb([x, 1 / Math.sqrt(b)], [x0, -Math.sqrt(a) / Math.sqrt(b)]);

@@ -6,12 +6,12 @@
 import { ArgumentError } from '../errors.js';
 import type { Tensor } from '../tensor.js';
 import { tidy } from '../memory.js';
-import { clamp, exp, mul, add, affine, sqrt } from '../ops/elementwise.js';
+import { exp, mul, add, affine, sqrt } from '../ops/elementwise.js';
 import { slice } from '../ops/shape.js';
 import { f32, integerTimesteps } from './betas.js';
 import {
   Scheduler, betaKeys, cfgBool, cfgEnum, cfgInt, cfgNum, thresholdKeys, PREDICTION_TYPES, SPACINGS,
-  asFloat, lincomb, predictX0, stepNoise, type ConfigSchema, type SchedulerConfig, type StepOptions, type StepOutput,
+  asFloat, limitX0, lincomb, predictX0, stepNoise, type ConfigSchema, type SchedulerConfig, type StepOptions, type StepOutput,
 } from './base.js';
 
 const VARIANCE_TYPES = ['fixed_small', 'fixed_small_log', 'fixed_large', 'fixed_large_log', 'learned', 'learned_range'] as const;
@@ -68,7 +68,7 @@ export class DDPMScheduler extends Scheduler {
         throw new ArgumentError(`DDPMScheduler.step: variance_type '${vt}' needs a model output with twice the sample's channels (sample [${x.shape.join(', ')}], model output [${m.shape.join(', ')}])`);
       }
       let x0 = predictX0(this.predictionType, m, x, a);
-      if (this.config.clip_sample) { const r = this.config.clip_sample_range as number; x0 = clamp(x0, -r, r); }
+      x0 = limitX0(this.config, x0);
       let prev = lincomb([x0, f32(f32(f32(Math.sqrt(aPrev)) * curBeta) / b)], [x, f32(f32(f32(Math.sqrt(curAlpha)) * bPrev) / b)]);
       if (t > 0) {
         const noise = stepNoise(x, opts);

@@ -11,7 +11,7 @@ import { slice } from '../ops/shape.js';
 import { interpIndex, npArange, npLinspace, roundHalfEven, sigmasFromAlphas, f32 } from './betas.js';
 import {
   Scheduler, betaKeys, cfgBool, cfgEnum, cfgInt, cfgNum, cfgOnly, thresholdKeys, PREDICTION_TYPES, SPACINGS,
-  asFloat, batchLincomb, lincomb, release, type ConfigSchema, type SchedulerConfig, type StepOptions, type StepOutput,
+  asFloat, batchLincomb, limitX0, lincomb, release, type ConfigSchema, type SchedulerConfig, type StepOptions, type StepOutput,
 } from './base.js';
 
 const off = (what: string) => `${what} are not implemented`;
@@ -62,6 +62,29 @@ export function multistepSchedule(sch: Scheduler, trainSigmas: Float64Array, n: 
   const sig = ts.map((t) => interpIndex(t, trainSigmas));
   const last = c.final_sigmas_type === 'sigma_min' ? trainSigmas[0]! : 0;
   return { timesteps: ts, sigmas: [...sig, last].map(f32) };
+}
+
+/**
+ * The solvers' model-output conversion (DPM-Solver's and UniPC's convert_model_output): x0 for
+ * the data-prediction forms, epsilon otherwise; with thresholding, x0 is thresholded (and
+ * epsilon recomputed from it).
+ */
+export function convertOutput(config: SchedulerConfig, dataPrediction: boolean, m: Tensor, x: Tensor, sigmaValue: number): Tensor {
+  const { alpha, sigma } = alphaSigma(sigmaValue);
+  const pt = config.prediction_type as string;
+  return tidy(() => {
+    let x0: Tensor;
+    if (pt === 'epsilon') x0 = lincomb([lincomb([x, 1], [m, -sigma]), 1 / alpha]);
+    else if (pt === 'sample') x0 = lincomb([m, 1]);
+    else x0 = lincomb([x, alpha], [m, -sigma]);
+    if (dataPrediction) return limitX0(config, x0);
+    if (!config.thresholding) {
+      if (pt === 'epsilon') return lincomb([m, 1]);
+      if (pt === 'sample') return lincomb([lincomb([x, 1], [m, -alpha]), 1 / sigma]);
+      return lincomb([m, alpha], [x, sigma]);
+    }
+    return lincomb([lincomb([x, 1], [limitX0(config, x0), -alpha]), 1 / sigma]);
+  });
 }
 
 /** Shared state of the multistep solvers (DPM-Solver, UniPC): sigma table, history, step index. */
@@ -158,18 +181,7 @@ export class DPMSolverMultistepScheduler extends MultistepScheduler {
 
   /** x0 (dpmsolver++) or epsilon (dpmsolver) from the raw model output at the current sigma. */
   convertModelOutput(modelOutput: Tensor, sample: Tensor): Tensor {
-    const { alpha, sigma } = alphaSigma(this.sigmas[this.stepIndex!]!);
-    const m = this.stripVariance(modelOutput), x = sample, pt = this.predictionType;
-    return tidy(() => {
-      if (this.isDataPrediction) {
-        if (pt === 'epsilon') return tidy(() => lincomb([lincomb([x, 1], [m, -sigma]), 1 / alpha]));
-        if (pt === 'sample') return lincomb([m, 1]);
-        return lincomb([x, alpha], [m, -sigma]);
-      }
-      if (pt === 'epsilon') return lincomb([m, 1]);
-      if (pt === 'sample') return tidy(() => lincomb([lincomb([x, 1], [m, -alpha]), 1 / sigma]));
-      return lincomb([m, alpha], [x, sigma]);
-    });
+    return convertOutput(this.config, this.isDataPrediction, this.stripVariance(modelOutput), sample, this.sigmas[this.stepIndex!]!);
   }
 
   step(modelOutput: Tensor, t: number, sample: Tensor, _opts: StepOptions = {}): StepOutput {

@@ -5,11 +5,10 @@
 import { ArgumentError } from '../errors.js';
 import type { Tensor } from '../tensor.js';
 import { tidy } from '../memory.js';
-import { clamp } from '../ops/elementwise.js';
 import { npLinspace } from './betas.js';
 import {
   Scheduler, betaKeys, cfgBool, cfgEnum, cfgInt, cfgNum, thresholdKeys, PREDICTION_TYPES, SPACINGS,
-  asFloat, lincomb, predictX0, stepNoise, type ConfigSchema, type SchedulerConfig, type StepOptions, type StepOutput,
+  asFloat, limitX0, lincomb, predictX0, stepNoise, type ConfigSchema, type SchedulerConfig, type StepOptions, type StepOutput,
 } from './base.js';
 
 export const LCM_SCHEMA: ConfigSchema = {
@@ -71,7 +70,7 @@ export class LCMScheduler extends Scheduler {
     const out = tidy(() => {
       const x = asFloat(sample), m = asFloat(modelOutput);
       let x0 = predictX0(this.predictionType, m, x, a);
-      if (this.config.clip_sample) { const r = this.config.clip_sample_range as number; x0 = clamp(x0, -r, r); }
+      x0 = limitX0(this.config, x0);
       const denoised = lincomb([x0, cOut], [x, cSkip]);
       const prev = i !== this.numInferenceSteps! - 1
         ? lincomb([denoised, Math.sqrt(aPrev)], [stepNoise(x, opts), Math.sqrt(1 - aPrev)])

@@ -7,7 +7,7 @@
 import { ArgumentError } from '../errors.js';
 import type { Tensor } from '../tensor.js';
 import { tidy } from '../memory.js';
-import { MultistepScheduler, alphaSigma, multistepSchedule } from './dpm-solver.js';
+import { MultistepScheduler, alphaSigma, convertOutput, multistepSchedule } from './dpm-solver.js';
 import {
   betaKeys, cfgBool, cfgEnum, cfgInt, cfgOnly, thresholdKeys, PREDICTION_TYPES, SPACINGS,
   asFloat, lincomb, own, release, type ConfigSchema, type KeySpec, type SchedulerConfig, type StepOptions, type StepOutput,
@@ -86,18 +86,7 @@ export class UniPCMultistepScheduler extends MultistepScheduler {
   get predictX0(): boolean { return this.config.predict_x0 as boolean; }
 
   convertModelOutput(modelOutput: Tensor, sample: Tensor): Tensor {
-    const { alpha, sigma } = alphaSigma(this.sigmas[this.stepIndex!]!);
-    const m = modelOutput, x = sample, pt = this.predictionType;
-    return tidy(() => {
-      if (this.predictX0) {
-        if (pt === 'epsilon') return lincomb([lincomb([x, 1], [m, -sigma]), 1 / alpha]);
-        if (pt === 'sample') return lincomb([m, 1]);
-        return lincomb([x, alpha], [m, -sigma]);
-      }
-      if (pt === 'epsilon') return lincomb([m, 1]);
-      if (pt === 'sample') return lincomb([lincomb([x, 1], [m, -alpha]), 1 / sigma]);
-      return lincomb([m, alpha], [x, sigma]);
-    });
+    return convertOutput(this.config, this.predictX0, modelOutput, sample, this.sigmas[this.stepIndex!]!);
   }
 
   step(modelOutput: Tensor, t: number, sample: Tensor, _opts: StepOptions = {}): StepOutput {
