@@ -22,6 +22,8 @@ export interface QdmAddon {
   forceGemmKernel(name: 'auto' | 'avx512' | 'avx2' | 'scalar'): boolean;
   cudaInfo(): CudaInfo;
   // Kernel families added by their own binding files declare themselves here.
+  /** Fused CPU attention: f32 views of equal rank and batch shape; out contiguous [..., Lq, Dv]. */
+  attentionForward(q: NativeView, k: NativeView, v: NativeView, mask: NativeView | null, out: NativeView, scale: number): void;
   [name: string]: unknown;
 }
 

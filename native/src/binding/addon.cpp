@@ -12,6 +12,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerRandom(env, exports);
   registerQuant(env, exports);
   registerCuda(env, exports);
+  registerAttention(env, exports);
   return exports;
 }
 }  // namespace qdm::binding

@@ -107,5 +107,6 @@ void registerIndex(Napi::Env env, Napi::Object exports);
 void registerRandom(Napi::Env env, Napi::Object exports);
 void registerQuant(Napi::Env env, Napi::Object exports);
 void registerCuda(Napi::Env env, Napi::Object exports);
+void registerAttention(Napi::Env env, Napi::Object exports);
 
 }  // namespace qdm::binding

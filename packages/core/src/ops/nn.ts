@@ -7,7 +7,8 @@ import { kernel } from '../backend/index.js';
 import { record, isGradEnabled } from '../autograd.js';
 import { Tensor, shapeStr, numelOf } from '../tensor.js';
 import type { Generator } from '../random.js';
-import { empty, normDim, assertFloat } from './util.js';
+import { empty, normDim, assertFloat, broadcastShapes, expandView } from './util.js';
+import { promote, type DType } from '../dtype.js';
 import { asF32, narrowTo, gradFor, mul, add, where, affine, ge } from './elementwise.js';
 import { contiguous, reshape, transpose } from './shape.js';
 import { sum } from './reduce.js';
@@ -183,6 +184,63 @@ function attentionCore(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: Ten
   return matmul(softmax(s, -1), v);
 }
 
+const FUSED_DTYPES: readonly DType[] = ['f32', 'f16', 'bf16'];
+
+/**
+ * Inference path: the native flash-style kernel (native/src/cpu/attention.cpp), which never
+ * materialises the [Lq, Lk] scores. Takes CPU f32/f16/bf16 operands of any strides (batch dims
+ * broadcast through stride-0 views) and an absent, additive float or u8 mask (u8 becomes an
+ * additive 0 / -inf mask first). Returns null when the case is not one it covers, and the
+ * composite path runs instead. Rows with every key masked give 0 here (the composite gives NaN).
+ */
+function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: Tensor | null): Tensor | null {
+  if (q.device !== 'cpu' || k.device !== 'cpu' || v.device !== 'cpu' || (mask && mask.device !== 'cpu')) return null;
+  if (![q, k, v].every((t) => FUSED_DTYPES.includes(t.dtype))) return null;
+  if (mask && mask.dtype !== 'u8' && !FUSED_DTYPES.includes(mask.dtype)) return null;
+  const nd = (t: Tensor, i: number) => t.shape[t.ndim - i]!;
+  const Lq = nd(q, 2), D = nd(q, 1), Lk = nd(k, 2), Dv = nd(v, 1);
+  if (Lq === 0 || D === 0 || Lk === 0 || Dv === 0) return null;
+  let batch: number[];
+  let maskFull: number[] | null = null;
+  try {
+    batch = broadcastShapes(broadcastShapes(q.shape.slice(0, -2), k.shape.slice(0, -2), 'attention'), v.shape.slice(0, -2), 'attention');
+    if (mask) {
+      maskFull = broadcastShapes(mask.shape, [Lq, Lk], 'attention');
+      if (maskFull.length < 2 || maskFull[maskFull.length - 2] !== Lq || maskFull[maskFull.length - 1] !== Lk) return null;
+      batch = broadcastShapes(batch, maskFull.slice(0, -2), 'attention');
+    }
+  } catch {
+    return null;  // the composite path reports the shape error
+  }
+  // The dtype the composite would give: matmul, mask add and matmul again each promote.
+  let outDtype = promote(q.dtype, k.dtype);
+  if (mask && mask.dtype !== 'u8') outDtype = promote(outDtype, mask.dtype);
+  outDtype = promote(outDtype, v.dtype);
+
+  const temps: Tensor[] = [];
+  const f32 = (t: Tensor) => { const w = asF32(t); if (w !== t) temps.push(w); return w; };
+  try {
+    const q32 = expandView(f32(q), [...batch, Lq, D]);
+    const k32 = expandView(f32(k), [...batch, Lk, D]);
+    const v32 = expandView(f32(v), [...batch, Lk, Dv]);
+    let m32: Tensor | null = null;
+    if (mask) {
+      let additive = mask;
+      if (mask.dtype === 'u8') {
+        const zero = full([], 0, { device: 'cpu' }), negInf = full([], -Infinity, { device: 'cpu' });
+        additive = where(mask, zero, negInf);
+        temps.push(zero, negInf, additive);
+      }
+      m32 = expandView(f32(additive), [...batch, Lq, Lk]);
+    }
+    const out = empty([...batch, Lq, Dv], 'f32', 'cpu');
+    kernel('attentionForward', q32, k32, v32, m32, out, scale);
+    return narrowTo(out, outDtype);
+  } finally {
+    for (const t of temps) t.dispose();
+  }
+}
+
 /** softmax(q k^T * scale + mask) v over [..., L, D] operands (torch's scaled_dot_product_attention). */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
   if (q.ndim < 2 || k.ndim < 2 || v.ndim < 2) throw new ShapeError('scaledDotProductAttention: operands must be at least 2-d');
@@ -200,6 +258,13 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   }
   const batch = q.numel / Math.max(1, Lq * D);
   const needsGrad = isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad || !!mask?.requiresGrad);
+  if (!needsGrad) {
+    const fused = fusedAttention(q, k, v, scale, mask);
+    if (fused) {
+      if (opts.isCausal) mask?.dispose();
+      return fused;
+    }
+  }
   const scoreBytes = batch * Lq * Lk * 4;
   if (needsGrad || scoreBytes <= ATTENTION_BLOCK_BYTES || Lq < 2) return attentionCore(q, k, v, scale, mask);
   // Inference on long sequences: bound the score matrix by walking blocks of queries.
