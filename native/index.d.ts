@@ -22,6 +22,11 @@ export interface QdmAddon {
   forceGemmKernel(name: 'auto' | 'avx512' | 'avx2' | 'scalar'): boolean;
   cudaInfo(): CudaInfo;
   // Kernel families added by their own binding files declare themselves here.
+  // Fake quantization (bind_quant.cpp); layout = mode (0 tensor, 1 channel, 2 group, 3 separable), channels, inner, groupSize, cols.
+  fakeQuantForward(x: NativeView, scale: NativeView, zero: NativeView, colScale: NativeView | null, out: NativeView, qmin: number, qmax: number, mode: number, channels: number, inner: number, groupSize: number, cols: number): void;
+  fakeQuantBackward(x: NativeView, scale: NativeView, zero: NativeView, colScale: NativeView | null, gradOut: NativeView, gradX: NativeView | null, gradScale: NativeView | null, gradColScale: NativeView | null, gradZero: NativeView | null, qmin: number, qmax: number, mode: number, channels: number, inner: number, groupSize: number, cols: number): void;
+  quantizePack(x: NativeView, scale: NativeView, zero: NativeView, colScale: NativeView | null, codes: NativeView, qmin: number, qmax: number, mode: number, channels: number, inner: number, groupSize: number, cols: number): void;
+  dequantize(codes: NativeView, scale: NativeView, zero: NativeView, colScale: NativeView | null, out: NativeView, mode: number, channels: number, inner: number, groupSize: number, cols: number): void;
   /** Fused CPU attention: f32 views of equal rank and batch shape; out contiguous [..., Lq, Dv]. */
   attentionForward(q: NativeView, k: NativeView, v: NativeView, mask: NativeView | null, out: NativeView, scale: number): void;
   [name: string]: unknown;
