@@ -619,3 +619,80 @@ describe('dynamic thresholding', () => {
     expect(relErr(a.prevSample.data(), b.prevSample.data())).toBeLessThan(1e-5);
   });
 });
+
+describe('Karras sigmas and SDE DPM-Solver', () => {
+  const karras = (lo: number, hi: number, n: number) => Array.from({ length: n }, (_, i) => (hi ** (1 / 7) + (i / (n - 1)) * (lo ** (1 / 7) - hi ** (1 / 7))) ** 7);
+  it('DPM-Solver++ Karras: rho-7 sigmas over the training range, timesteps mapped back through log sigma', () => {
+    const s = DPMSolverMultistepScheduler.fromConfig({ ...SD, use_karras_sigmas: true });
+    s.setTimesteps(12);
+    const train = Array.from(s.alphasCumprod, (a) => Math.sqrt((1 - a) / a));
+    const want = karras(train[0]!, train[999]!, 12);
+    expect(relErr(s.sigmas.slice(0, -1), want)).toBeLessThan(1e-6);
+    expect(s.sigmas.at(-1)).toBe(0);
+    expect(s.timesteps[0]).toBe(999);
+    expect(s.timesteps.at(-1)).toBe(0);
+    for (let i = 1; i < 12; ++i) expect(s.timesteps[i]!).toBeLessThanOrEqual(s.timesteps[i - 1]!);
+    // each timestep is the training step whose sigma is nearest in log space (to rounding)
+    s.timesteps.forEach((t, i) => {
+      const ls = Math.log(s.sigmas[i]!);
+      const lo = Math.log(train[Math.max(t - 1, 0)]!), hi = Math.log(train[Math.min(t + 1, 999)]!);
+      expect(ls).toBeGreaterThanOrEqual(lo - 1e-6);
+      expect(ls).toBeLessThanOrEqual(hi + 1e-6);
+    });
+    const ours = run(s, 12);
+    expectTrajectory(ours, refDpm({ order: 2, pp: true, heun: false, lowerOrderFinal: true, finalZero: true }, s.sigmas, s.timesteps));
+  });
+  it('Euler Karras: sigmas between the schedule ends (or sigma_min/sigma_max), fractional timesteps', () => {
+    const s = EulerDiscreteScheduler.fromConfig({ ...SD, use_karras_sigmas: true });
+    s.setTimesteps(10);
+    const train = Array.from(s.alphasCumprod, (a) => Math.sqrt((1 - a) / a));
+    expect(relErr(s.sigmas.slice(0, -1), karras(train[0]!, train[999]!, 10))).toBeLessThan(1e-6);
+    expect(s.timesteps[0]).toBeCloseTo(999, 3);
+    expect(s.timesteps.at(-1)).toBeCloseTo(0, 3);
+    expect(s.timesteps.some((t) => !Number.isInteger(t))).toBe(true);
+    const c = EulerDiscreteScheduler.fromConfig({ ...SD, use_karras_sigmas: true, sigma_min: 0.1, sigma_max: 10 });
+    c.setTimesteps(5);
+    expect(relErr(c.sigmas.slice(0, -1), karras(0.1, 10, 5))).toBeLessThan(1e-6);
+    expect(run(c, 5).at(-1)!.every(Number.isFinite)).toBe(true);
+  });
+  for (const algo of ['sde-dpmsolver++', 'sde-dpmsolver']) for (const st of ['midpoint', 'heun']) {
+    it(`${algo} ${st}: zero-noise trajectory and the noise coefficient`, () => {
+      const pp = algo === 'sde-dpmsolver++';
+      const cfg = { ...SD, algorithm_type: algo, solver_type: st, final_sigmas_type: pp ? 'zero' : 'sigma_min' };
+      const s = DPMSolverMultistepScheduler.fromConfig(cfg);
+      const ours = run(s, 8);
+      // float64 reference (diffusers' SDE updates, orders 1-2, noise = 0)
+      const L = s.timesteps.length, outs: Vec[] = [], ref: Vec[] = [];
+      let x = [...X0];
+      for (let i = 0; i < L; ++i) {
+        const m = model64(x, s.timesteps[i]!);
+        const s0 = vpOf(s.sigmas[i]!), t = vpOf(s.sigmas[i + 1]!);
+        outs.push(pp ? comb([x, 1 / s0.a], [m, -s0.s / s0.a]) : m);
+        const h = t.l - s0.l, m0 = outs[i]!;
+        const base = pp ? comb([x, (t.s / s0.s) * Math.exp(-h)], [m0, t.a * (1 - Math.exp(-2 * h))]) : comb([x, t.a / s0.a], [m0, -2 * t.s * (Math.exp(h) - 1)]);
+        const first = i === 0 || (i === L - 1); // warm-up, and lower_order_final (L < 15)
+        if (first) x = base;
+        else {
+          const r0 = (s0.l - vpOf(s.sigmas[i - 1]!).l) / h;
+          const D1 = comb([m0, 1 / r0], [outs[i - 1]!, -1 / r0]);
+          const c = pp ? (st === 'heun' ? t.a * ((1 - Math.exp(-2 * h)) / (-2 * h) + 1) : 0.5 * t.a * (1 - Math.exp(-2 * h)))
+            : (st === 'heun' ? -2 * t.s * ((Math.exp(h) - 1) / h - 1) : -t.s * (Math.exp(h) - 1));
+          x = comb([base, 1], [D1, c]);
+        }
+        ref.push(x);
+      }
+      expectTrajectory(ours, ref);
+      // the noise enters with sigma_t * sqrt(1 - e^{-2h}) (++) or sigma_t * sqrt(e^{2h} - 1)
+      const a = DPMSolverMultistepScheduler.fromConfig(cfg), b = DPMSolverMultistepScheduler.fromConfig(cfg);
+      a.setTimesteps(8); b.setTimesteps(8);
+      const xs = tensor(X0, { shape: SHAPE }), m = model(xs, a.timesteps[0]!);
+      const d = b.step(m, b.timesteps[0]!, xs, { noise: tensor(new Array(32).fill(1), { shape: SHAPE }) }).prevSample.data()[0]! - a.step(m, a.timesteps[0]!, xs, { noise: zeros(SHAPE) }).prevSample.data()[0]!;
+      const t = vpOf(a.sigmas[1]!), s0 = vpOf(a.sigmas[0]!), h = t.l - s0.l;
+      expect(d).toBeCloseTo(pp ? t.s * Math.sqrt(1 - Math.exp(-2 * h)) : t.s * Math.sqrt(Math.exp(2 * h) - 1), 5);
+    });
+  }
+  it('SDE variants reject solver_order 3 and sde-dpmsolver with a zero final sigma', () => {
+    expect(() => DPMSolverMultistepScheduler.fromConfig({ algorithm_type: 'sde-dpmsolver++', solver_order: 3 })).toThrow(/solver_order/);
+    expect(() => DPMSolverMultistepScheduler.fromConfig({ algorithm_type: 'sde-dpmsolver' })).toThrow(/final_sigmas_type/);
+  });
+});

@@ -128,3 +128,27 @@ export function integerTimesteps(spacing: string, numTrain: number, n: number, s
   }
   throw new ArgumentError(`scheduler: timestep_spacing '${spacing}' is not one of leading, trailing, linspace`);
 }
+
+/** Karras et al. (2022) sigmas: rho = 7 interpolation from sigmaMax down to sigmaMin (n values). */
+export function karrasSigmas(sigmaMin: number, sigmaMax: number, n: number): number[] {
+  const rho = 7;
+  const lo = sigmaMin ** (1 / rho), hi = sigmaMax ** (1 / rho);
+  return npLinspace(0, 1, n).map((r) => (hi + r * (lo - hi)) ** rho);
+}
+
+/**
+ * diffusers' _sigma_to_t: the fractional training timestep whose sigma is `sigma`, by linear
+ * interpolation in log sigma over the (float32) training sigma table.
+ */
+export function sigmaToT(sigma: number, trainSigmas: ArrayLike<number>): number {
+  const n = trainSigmas.length;
+  const logSigma = Math.log(Math.max(sigma, 1e-10));
+  const logSigmas = Array.from(trainSigmas, (s) => f32(Math.log(s)));
+  // cumsum(dists >= 0).argmax(): the last index whose log sigma is <= logSigma (0 if none)
+  let low = 0;
+  for (let i = 0; i < n; ++i) if (logSigma - logSigmas[i]! >= 0) low = i;
+  low = Math.min(low, n - 2);
+  const lo = logSigmas[low]!, hi = logSigmas[low + 1]!;
+  const w = Math.min(Math.max((lo - logSigma) / (lo - hi), 0), 1);
+  return (1 - w) * low + w * (low + 1);
+}

@@ -2,16 +2,17 @@
 // scheduling_dpmsolver_multistep.py: orders 1-3 with the midpoint or heun second-order
 // formulas, lower-order warm-up, lower_order_final / euler_at_final, final sigma 0 or
 // sigma_min. The model output is converted to x0 (dpmsolver++) or epsilon (dpmsolver) and the
-// converted outputs are kept (owned copies) for the multistep formulas. SDE variants, Karras /
-// exponential / beta / Lu sigmas and flow sigmas are not implemented (rejected by the config).
+// converted outputs are kept (owned copies) for the multistep formulas. The SDE variants
+// (sde-dpmsolver++, sde-dpmsolver; orders 1-2 as diffusers) and Karras sigmas are supported;
+// exponential / beta / Lu sigmas and flow sigmas are not (rejected by the config).
 import { ArgumentError } from '../errors.js';
 import type { Tensor } from '../tensor.js';
 import { keep, tidy } from '../memory.js';
 import { slice } from '../ops/shape.js';
-import { interpIndex, npArange, npLinspace, roundHalfEven, sigmasFromAlphas, f32 } from './betas.js';
+import { interpIndex, karrasSigmas, npArange, npLinspace, roundHalfEven, sigmaToT, sigmasFromAlphas, f32 } from './betas.js';
 import {
   Scheduler, betaKeys, cfgBool, cfgEnum, cfgInt, cfgNum, cfgOnly, thresholdKeys, PREDICTION_TYPES, SPACINGS,
-  asFloat, batchLincomb, limitX0, lincomb, release, type ConfigSchema, type SchedulerConfig, type StepOptions, type StepOutput,
+  asFloat, batchLincomb, limitX0, lincomb, release, stepNoise, type ConfigSchema, type SchedulerConfig, type StepOptions, type StepOutput,
 } from './base.js';
 
 const off = (what: string) => `${what} are not implemented`;
@@ -21,11 +22,11 @@ export const DPM_SCHEMA: ConfigSchema = {
   solver_order: cfgInt(2, 1),
   prediction_type: cfgEnum('epsilon', PREDICTION_TYPES),
   ...thresholdKeys(),
-  algorithm_type: cfgEnum('dpmsolver++', ['dpmsolver++', 'dpmsolver', 'deis']),
+  algorithm_type: cfgEnum('dpmsolver++', ['dpmsolver++', 'dpmsolver', 'sde-dpmsolver++', 'sde-dpmsolver', 'deis']),
   solver_type: cfgEnum('midpoint', ['midpoint', 'heun', 'logrho', 'bh1', 'bh2']),
   lower_order_final: cfgBool(true),
   euler_at_final: cfgBool(false),
-  use_karras_sigmas: cfgOnly(false, off('Karras sigmas')),
+  use_karras_sigmas: cfgBool(false),
   use_exponential_sigmas: cfgOnly(false, off('exponential sigmas')),
   use_beta_sigmas: cfgOnly(false, off('beta sigmas')),
   use_lu_lambdas: cfgOnly(false, off('Lu lambdas')),
@@ -59,7 +60,12 @@ export function multistepSchedule(sch: Scheduler, trainSigmas: Float64Array, n: 
     const r = Math.floor(lastTimestep / (n + 1));
     ts = Array.from({ length: n + 1 }, (_, i) => i * r).reverse().slice(0, -1).map((v) => v + (c.steps_offset as number));
   } else ts = npArange(lastTimestep, 0, -N / n).map((v) => roundHalfEven(v) - 1);
-  const sig = ts.map((t) => interpIndex(t, trainSigmas));
+  let sig: number[];
+  if (c.use_karras_sigmas) {
+    // Karras sigmas over the whole training range; timesteps mapped back and rounded.
+    sig = karrasSigmas(trainSigmas[0]!, trainSigmas[N - 1]!, n);
+    ts = sig.map((s) => roundHalfEven(sigmaToT(s, trainSigmas)));
+  } else sig = ts.map((t) => interpIndex(t, trainSigmas));
   const last = c.final_sigmas_type === 'sigma_min' ? trainSigmas[0]! : 0;
   return { timesteps: ts, sigmas: [...sig, last].map(f32) };
 }
@@ -154,12 +160,17 @@ export class DPMSolverMultistepScheduler extends MultistepScheduler {
     // diffusers maps deis to dpmsolver++ and the UniPC/DEIS solver types to midpoint.
     if (this.config.algorithm_type === 'deis') this.config.algorithm_type = 'dpmsolver++';
     if (this.config.solver_type !== 'midpoint' && this.config.solver_type !== 'heun') this.config.solver_type = 'midpoint';
-    if (this.config.algorithm_type === 'dpmsolver' && this.config.final_sigmas_type === 'zero') {
-      throw new ArgumentError("DPMSolverMultistepScheduler config: final_sigmas_type 'zero' is not supported for algorithm_type 'dpmsolver'; choose 'sigma_min' (as diffusers)");
+    const algo = this.config.algorithm_type as string;
+    if ((algo === 'dpmsolver' || algo === 'sde-dpmsolver') && this.config.final_sigmas_type === 'zero') {
+      throw new ArgumentError(`DPMSolverMultistepScheduler config: final_sigmas_type 'zero' is not supported for algorithm_type '${algo}'; choose 'sigma_min' (as diffusers)`);
+    }
+    if (algo.startsWith('sde-') && this.order > 2) {
+      throw new ArgumentError(`DPMSolverMultistepScheduler config: solver_order ${this.order} is not supported for algorithm_type '${algo}' (diffusers has no third-order SDE update)`);
     }
   }
 
-  get isDataPrediction(): boolean { return this.config.algorithm_type === 'dpmsolver++'; }
+  get isDataPrediction(): boolean { return this.config.algorithm_type === 'dpmsolver++' || this.config.algorithm_type === 'sde-dpmsolver++'; }
+  get isSde(): boolean { return (this.config.algorithm_type as string).startsWith('sde-'); }
 
   setTimesteps(n: number): void {
     this.checkSteps(n, 'DPMSolverMultistepScheduler');
@@ -184,7 +195,8 @@ export class DPMSolverMultistepScheduler extends MultistepScheduler {
     return convertOutput(this.config, this.isDataPrediction, this.stripVariance(modelOutput), sample, this.sigmas[this.stepIndex!]!);
   }
 
-  step(modelOutput: Tensor, t: number, sample: Tensor, _opts: StepOptions = {}): StepOutput {
+  /** opts.noise / opts.generator feed the SDE variants' noise term (diffusers' variance_noise / generator). */
+  step(modelOutput: Tensor, t: number, sample: Tensor, opts: StepOptions = {}): StepOutput {
     if (this.numInferenceSteps === null) throw new ArgumentError('DPMSolverMultistepScheduler.step: call setTimesteps() first');
     const i = this.initStepIndex(t);
     if (i >= this.timesteps.length) throw new ArgumentError('DPMSolverMultistepScheduler.step: no steps left (call setTimesteps() again)');
@@ -195,8 +207,9 @@ export class DPMSolverMultistepScheduler extends MultistepScheduler {
     const converted = this.convertModelOutput(asFloat(modelOutput), x);
     this.pushOutput(converted);
     const prev = tidy(() => {
-      if (this.order === 1 || this.lowerOrderNums < 1 || lowerOrderFinal) return this.firstOrder(converted, x);
-      if (this.order === 2 || this.lowerOrderNums < 2 || lowerOrderSecond) return this.secondOrder(x);
+      const noise = this.isSde ? stepNoise(x, opts) : null;
+      if (this.order === 1 || this.lowerOrderNums < 1 || lowerOrderFinal) return this.firstOrder(converted, x, noise);
+      if (this.order === 2 || this.lowerOrderNums < 2 || lowerOrderSecond) return this.secondOrder(x, noise);
       return this.thirdOrder(x);
     });
     if (this.lowerOrderNums < this.order) this.lowerOrderNums++;
@@ -206,15 +219,21 @@ export class DPMSolverMultistepScheduler extends MultistepScheduler {
     return out;
   }
 
-  private firstOrder(m: Tensor, x: Tensor): Tensor {
+  private firstOrder(m: Tensor, x: Tensor, noise: Tensor | null): Tensor {
     const i = this.stepIndex!;
     const t = alphaSigma(this.sigmas[i + 1]!), s = alphaSigma(this.sigmas[i]!);
     const h = t.lambda - s.lambda;
+    if (this.config.algorithm_type === 'sde-dpmsolver++') {
+      return lincomb([x, (t.sigma / s.sigma) * Math.exp(-h)], [m, t.alpha * (1 - Math.exp(-2 * h))], [noise!, t.sigma * Math.sqrt(1 - Math.exp(-2 * h))]);
+    }
+    if (this.config.algorithm_type === 'sde-dpmsolver') {
+      return lincomb([x, t.alpha / s.alpha], [m, -2 * (t.sigma * (Math.exp(h) - 1))], [noise!, t.sigma * Math.sqrt(Math.exp(2 * h) - 1)]);
+    }
     if (this.isDataPrediction) return lincomb([x, t.sigma / s.sigma], [m, -t.alpha * (Math.exp(-h) - 1)]);
     return lincomb([x, t.alpha / s.alpha], [m, -t.sigma * (Math.exp(h) - 1)]);
   }
 
-  private secondOrder(x: Tensor): Tensor {
+  private secondOrder(x: Tensor, noise: Tensor | null): Tensor {
     const i = this.stepIndex!, K = this.order;
     const t = alphaSigma(this.sigmas[i + 1]!), s0 = alphaSigma(this.sigmas[i]!), s1 = alphaSigma(this.sigmas[i - 1]!);
     const m0 = this.modelOutputs[K - 1]!, m1 = this.modelOutputs[K - 2]!;
@@ -222,6 +241,16 @@ export class DPMSolverMultistepScheduler extends MultistepScheduler {
     const r0 = h0 / h;
     const D1 = lincomb([m0, 1 / r0], [m1, -1 / r0]);
     const heun = this.config.solver_type === 'heun';
+    if (this.config.algorithm_type === 'sde-dpmsolver++') {
+      const e2 = 1 - Math.exp(-2 * h);
+      const cD1 = heun ? t.alpha * (e2 / (-2 * h) + 1) : 0.5 * (t.alpha * e2);
+      return lincomb([x, (t.sigma / s0.sigma) * Math.exp(-h)], [m0, t.alpha * e2], [D1, cD1], [noise!, t.sigma * Math.sqrt(e2)]);
+    }
+    if (this.config.algorithm_type === 'sde-dpmsolver') {
+      const e = Math.exp(h) - 1;
+      const cD1 = heun ? -2 * (t.sigma * (e / h - 1)) : -(t.sigma * e);
+      return lincomb([x, t.alpha / s0.alpha], [m0, -2 * (t.sigma * e)], [D1, cD1], [noise!, t.sigma * Math.sqrt(Math.exp(2 * h) - 1)]);
+    }
     if (this.isDataPrediction) {
       const e = Math.exp(-h) - 1;
       const cD1 = heun ? t.alpha * (e / h + 1) : -0.5 * (t.alpha * e);

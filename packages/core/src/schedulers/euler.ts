@@ -6,9 +6,9 @@
 import { ArgumentError } from '../errors.js';
 import type { Tensor } from '../tensor.js';
 import { tidy } from '../memory.js';
-import { f32, interpIndex, npArange, npLinspace, roundHalfEven, sigmasFromAlphas } from './betas.js';
+import { f32, interpIndex, karrasSigmas, npArange, npLinspace, roundHalfEven, sigmaToT, sigmasFromAlphas } from './betas.js';
 import {
-  Scheduler, betaKeys, cfgEnum, cfgInt, cfgNum, cfgOnly, PREDICTION_TYPES, SPACINGS,
+  Scheduler, betaKeys, cfgBool, cfgEnum, cfgInt, cfgNum, cfgOnly, PREDICTION_TYPES, SPACINGS,
   asFloat, batchLincomb, lincomb, stepNoise, type ConfigSchema, type SchedulerConfig, type StepOptions, type StepOutput,
 } from './base.js';
 
@@ -16,7 +16,7 @@ export const EULER_SCHEMA: ConfigSchema = {
   ...betaKeys({ beta_start: 0.0001, beta_end: 0.02, beta_schedule: 'linear' }),
   prediction_type: cfgEnum('epsilon', PREDICTION_TYPES),
   interpolation_type: cfgEnum('linear', ['linear', 'log_linear']),
-  use_karras_sigmas: cfgOnly(false, 'Karras sigmas are not implemented'),
+  use_karras_sigmas: cfgBool(false),
   use_exponential_sigmas: cfgOnly(false, 'exponential sigmas are not implemented'),
   use_beta_sigmas: cfgOnly(false, 'beta sigmas are not implemented'),
   sigma_min: cfgNum(null),
@@ -63,16 +63,25 @@ export abstract class SigmaScheduler extends Scheduler {
     const N = this.numTrainTimesteps;
     const ts = floatTimesteps(this.config.timestep_spacing as string, N, n, this.config.steps_offset as number);
     let sig: number[];
+    let timesteps = ts;
     if ((this.config.interpolation_type ?? 'linear') === 'linear') sig = ts.map((t) => interpIndex(t, this.trainSigmas));
     else {
       // log_linear: torch.linspace(log(sigmas[-1]), log(sigmas[0]), n + 1).exp()
       const lo = Math.log(this.trainSigmas[N - 1]!), hi = Math.log(this.trainSigmas[0]!);
       sig = npLinspace(lo, hi, n + 1).map((v) => Math.exp(f32(v)));
     }
+    if (this.config.use_karras_sigmas) {
+      // Karras sigmas between the schedule's ends (or the configured sigma_min / sigma_max);
+      // timesteps are the fractional training timesteps of those sigmas.
+      const sMin = (this.config.sigma_min as number | null) ?? sig[sig.length - 1]!;
+      const sMax = (this.config.sigma_max as number | null) ?? sig[0]!;
+      sig = karrasSigmas(sMin, sMax, n);
+      timesteps = sig.map((s) => f32(sigmaToT(s, this.trainSigmas)));
+    }
     const last = this.config.final_sigmas_type === 'sigma_min' ? this.trainSigmas[0]! : 0;
     this.sigmas = [...sig, last].map(f32);
     this.timesteps = this.config.timestep_type === 'continuous'
-      ? this.sigmas.slice(0, -1).map((s) => f32(0.25 * Math.log(s))) : ts;
+      ? this.sigmas.slice(0, -1).map((s) => f32(0.25 * Math.log(s))) : timesteps;
     this.initNoiseSigma = this.noiseSigma();
     this.stepIndex = null;
   }

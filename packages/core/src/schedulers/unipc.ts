@@ -28,7 +28,7 @@ export const UNIPC_SCHEMA: ConfigSchema = {
   lower_order_final: cfgBool(true),
   disable_corrector: intList,
   solver_p: cfgOnly(null, 'an external predictor scheduler is not supported'),
-  use_karras_sigmas: cfgOnly(false, 'Karras sigmas are not implemented'),
+  use_karras_sigmas: cfgBool(false),
   use_exponential_sigmas: cfgOnly(false, 'exponential sigmas are not implemented'),
   use_beta_sigmas: cfgOnly(false, 'beta sigmas are not implemented'),
   use_flow_sigmas: cfgOnly(false, 'flow sigmas are not implemented'),
