@@ -66,16 +66,17 @@ export function multistepSchedule(sch: Scheduler, trainSigmas: Float64Array, n: 
     sig = karrasSigmas(trainSigmas[0]!, trainSigmas[N - 1]!, n);
     ts = sig.map((s) => roundHalfEven(sigmaToT(s, trainSigmas)));
   } else sig = ts.map((t) => interpIndex(t, trainSigmas));
-  const last = c.final_sigmas_type === 'sigma_min' ? trainSigmas[0]! : 0;
+  // UniPC's Karras branch ends at the last Karras sigma; everything else at the training minimum.
+  const last = c.final_sigmas_type !== 'sigma_min' ? 0 : c.use_karras_sigmas && c._class_name === 'UniPCMultistepScheduler' ? sig[sig.length - 1]! : trainSigmas[0]!;
   return { timesteps: ts, sigmas: [...sig, last].map(f32) };
 }
 
 /**
  * The solvers' model-output conversion (DPM-Solver's and UniPC's convert_model_output): x0 for
- * the data-prediction forms, epsilon otherwise; with thresholding, x0 is thresholded (and
- * epsilon recomputed from it).
+ * the data-prediction forms, epsilon otherwise; with thresholding, x0 is thresholded (and, for
+ * DPM-Solver's noise form, epsilon recomputed from it; UniPC's noise form is not thresholded).
  */
-export function convertOutput(config: SchedulerConfig, dataPrediction: boolean, m: Tensor, x: Tensor, sigmaValue: number): Tensor {
+export function convertOutput(config: SchedulerConfig, dataPrediction: boolean, m: Tensor, x: Tensor, sigmaValue: number, thresholdNoiseForm = true): Tensor {
   const { alpha, sigma } = alphaSigma(sigmaValue);
   const pt = config.prediction_type as string;
   return tidy(() => {
@@ -84,7 +85,7 @@ export function convertOutput(config: SchedulerConfig, dataPrediction: boolean, 
     else if (pt === 'sample') x0 = lincomb([m, 1]);
     else x0 = lincomb([x, alpha], [m, -sigma]);
     if (dataPrediction) return limitX0(config, x0);
-    if (!config.thresholding) {
+    if (!config.thresholding || !thresholdNoiseForm) {
       if (pt === 'epsilon') return lincomb([m, 1]);
       if (pt === 'sample') return lincomb([lincomb([x, 1], [m, -alpha]), 1 / sigma]);
       return lincomb([m, alpha], [x, sigma]);

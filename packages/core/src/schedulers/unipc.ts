@@ -86,7 +86,7 @@ export class UniPCMultistepScheduler extends MultistepScheduler {
   get predictX0(): boolean { return this.config.predict_x0 as boolean; }
 
   convertModelOutput(modelOutput: Tensor, sample: Tensor): Tensor {
-    return convertOutput(this.config, this.predictX0, modelOutput, sample, this.sigmas[this.stepIndex!]!);
+    return convertOutput(this.config, this.predictX0, modelOutput, sample, this.sigmas[this.stepIndex!]!, false);
   }
 
   step(modelOutput: Tensor, t: number, sample: Tensor, _opts: StepOptions = {}): StepOutput {
