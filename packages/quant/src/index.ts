@@ -1,3 +1,5 @@
-// @qdm/quant: this package's methods arrive with their own issues (see docs/architecture.md).
-// It exists from the start so that the workspace, its dependencies and its build are fixed.
+// @qdm/quant: quantization specs, native fake-quant ops with LSQ gradients, learnable
+// quantizers (per channel, temporal, separable), fake-quant layers and post-training quantization.
 export const PACKAGE = '@qdm/quant';
+export * from './spec.js';
+export * from './kernels.js';
