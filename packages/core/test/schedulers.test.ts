@@ -21,6 +21,9 @@ if (!fixturesPresent) console.warn(`schedulers.test: reference fixtures not foun
 
 const SD = { beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear' };
 
+/** A float tensor's values (data() returns a Float32Array for float dtypes). */
+const arr = (t: Tensor): Float32Array => t.data() as Float32Array;
+
 function relErr(ours: ArrayLike<number>, ref: ArrayLike<number>): number {
   let num = 0, den = 0;
   for (let i = 0; i < ref.length; ++i) { const d = ours[i]! - ref[i]!; num += d * d; den += ref[i]! * ref[i]!; }
@@ -29,7 +32,7 @@ function relErr(ours: ArrayLike<number>, ref: ArrayLike<number>): number {
 
 /** The fixtures' model: 0.5*tanh(x) + 0.001*t - 0.1*mean(x). */
 function model(xin: Tensor, t: number): Tensor {
-  const d = xin.data();
+  const d = arr(xin);
   let mean = 0;
   for (const v of d) mean += v;
   mean /= d.length;
@@ -59,7 +62,7 @@ describe('schedulers vs diffusers fixtures', () => {
       expect(Math.abs(sch.alphasCumprod[sch.alphasCumprod.length - 1]! - aN) / aN).toBeLessThan(1e-5);
       const x0 = tensor(fx.add_noise.x0), noise = tensor(fx.add_noise.noise);
       fx.add_noise.timesteps.forEach((t, k) => {
-        expect(relErr(sch.addNoise(x0, noise, t).data(), fx.add_noise.out[k]!), `add_noise t=${t}`).toBeLessThan(1e-5);
+        expect(relErr(arr(sch.addNoise(x0, noise, t)), fx.add_noise.out[k]!), `add_noise t=${t}`).toBeLessThan(1e-5);
       });
 
       sch.setTimesteps(fx.num_inference_steps);
@@ -73,14 +76,14 @@ describe('schedulers vs diffusers fixtures', () => {
         const t = sch.timesteps[i]!;
         expect(t).toBe(s.t);
         const xin = sch.scaleModelInput(x, t);
-        const eIn = relErr(xin.data(), s.x_in);
+        const eIn = relErr(arr(xin), s.x_in);
         const out = sch.step(model(xin, t), t, x, { noise: zeros(fx.shape) });
-        const e = relErr(out.prevSample.data(), s.prev_sample);
+        const e = relErr(arr(out.prevSample), s.prev_sample);
         worst = Math.max(worst, e, eIn);
         expect(eIn, `${name} step ${i} x_in`).toBeLessThan(1e-5);
         expect(e, `${name} step ${i} prev_sample`).toBeLessThan(1e-5);
-        if (s.pred_original_sample) expect(relErr(out.predOriginalSample!.data(), s.pred_original_sample), `${name} step ${i} pred_original_sample`).toBeLessThan(1e-5);
-        if (s.denoised) expect(relErr(out.denoised!.data(), s.denoised), `${name} step ${i} denoised`).toBeLessThan(1e-5);
+        if (s.pred_original_sample) expect(relErr(arr(out.predOriginalSample!), s.pred_original_sample), `${name} step ${i} pred_original_sample`).toBeLessThan(1e-5);
+        if (s.denoised) expect(relErr(arr(out.denoised!), s.denoised), `${name} step ${i} denoised`).toBeLessThan(1e-5);
         x = out.prevSample;
       });
       if (process.env.QDM_VERBOSE) console.log(`${name}: worst relative error ${worst.toExponential(2)}`);
@@ -105,7 +108,7 @@ function run(sch: Scheduler, steps: number, x0 = X0): Vec[] {
   for (const t of sch.timesteps) {
     const r = sch.step(model(sch.scaleModelInput(x, t), t), t, x, { noise: zeros(SHAPE) });
     x = r.prevSample;
-    out.push(Array.from(x.data()));
+    out.push(Array.from(arr(x)));
   }
   return out;
 }
@@ -169,12 +172,24 @@ describe('timestep spacing (diffusers lists, 1000 train steps)', () => {
     expect(s.timesteps).toEqual([999, 666, 332]);
   });
   it('DPM-Solver / UniPC 10 steps: linspace (n+1 points), leading, trailing', () => {
-    const ts = (C: typeof DPMSolverMultistepScheduler | typeof UniPCMultistepScheduler, c: Record<string, unknown>) => { const s = C.fromConfig(c); s.setTimesteps(10); return s.timesteps; };
+    const ts = (C: typeof DPMSolverMultistepScheduler | typeof UniPCMultistepScheduler, c: Record<string, unknown>) => { const s = schedulerFromConfig({ ...c, _class_name: C.name }); s.setTimesteps(10); return s.timesteps; };
     for (const C of [DPMSolverMultistepScheduler, UniPCMultistepScheduler]) {
       expect(ts(C, {})).toEqual([999, 899, 799, 699, 599, 500, 400, 300, 200, 100]);
       expect(ts(C, { timestep_spacing: 'leading', steps_offset: 1 })).toEqual([901, 811, 721, 631, 541, 451, 361, 271, 181, 91]);
       expect(ts(C, { timestep_spacing: 'trailing' })).toEqual([999, 899, 799, 699, 599, 499, 399, 299, 199, 99]);
     }
+  });
+  it('DPM-Solver lambda_min_clipped cuts the schedule where log-SNR/2 falls below the bound (cosine betas)', () => {
+    const s = DPMSolverMultistepScheduler.fromConfig({ beta_schedule: 'squaredcos_cap_v2', lambda_min_clipped: -5.1 });
+    s.setTimesteps(10);
+    const lambda = (t: number) => 0.5 * Math.log(s.alphasCumprod[t]! / (1 - s.alphasCumprod[t]!));
+    const first = s.timesteps[0]!;
+    expect(first).toBeLessThan(999);
+    expect(lambda(first)).toBeGreaterThanOrEqual(-5.1 - 1e-4);
+    expect(lambda(first + 1)).toBeLessThan(-5.1 + 1e-4);
+    const plain = DPMSolverMultistepScheduler.fromConfig({ beta_schedule: 'squaredcos_cap_v2' });
+    plain.setTimesteps(10);
+    expect(plain.timesteps[0]).toBe(999);
   });
   it('Euler: float32 linspace timesteps, leading/trailing, init_noise_sigma per spacing', () => {
     const lin = EulerDiscreteScheduler.fromConfig(SD);
@@ -247,10 +262,10 @@ describe('prediction types (recover x0 and epsilon from exact model outputs)', (
       const xt = s.addNoise(x0, eps, t);
       const out = pt === 'v_prediction' ? s.getVelocity(x0, eps, t) : pt === 'sample' ? x0 : eps;
       const r = s.step(out, t, xt);
-      expect(relErr(r.predOriginalSample!.data(), x0.data()), pt).toBeLessThan(1e-5);
+      expect(relErr(arr(r.predOriginalSample!), arr(x0)), pt).toBeLessThan(1e-5);
       const aP = s.alphasCumprod[tPrev]!;
-      const want = comb([Array.from(x0.data()), Math.sqrt(aP)], [Array.from(eps.data()), Math.sqrt(1 - aP)]);
-      expect(relErr(r.prevSample.data(), want), pt).toBeLessThan(1e-5);
+      const want = comb([Array.from(arr(x0)), Math.sqrt(aP)], [Array.from(arr(eps)), Math.sqrt(1 - aP)]);
+      expect(relErr(arr(r.prevSample), want), pt).toBeLessThan(1e-5);
     }
   });
   it('Euler with v_prediction recovers x0 from a VP-scaled input', () => {
@@ -258,13 +273,13 @@ describe('prediction types (recover x0 and epsilon from exact model outputs)', (
     s.setTimesteps(10);
     const t = s.timesteps[3]!, sigma = s.sigmas[3]!;
     const a = 1 / Math.sqrt(sigma * sigma + 1);
-    const xt = comb([Array.from(x0.data()), 1], [Array.from(eps.data()), sigma]);
-    const v = comb([Array.from(eps.data()), a], [Array.from(x0.data()), -sigma * a]);
+    const xt = comb([Array.from(arr(x0)), 1], [Array.from(arr(eps)), sigma]);
+    const v = comb([Array.from(arr(eps)), a], [Array.from(arr(x0)), -sigma * a]);
     const r = s.step(tensor(v, { shape: SHAPE }), t, tensor(xt, { shape: SHAPE }));
-    expect(relErr(r.predOriginalSample!.data(), x0.data())).toBeLessThan(1e-5);
+    expect(relErr(arr(r.predOriginalSample!), arr(x0))).toBeLessThan(1e-5);
     // prev = x0 + sigma_next * eps (an exact model moves along the noise direction)
-    const want = comb([Array.from(x0.data()), 1], [Array.from(eps.data()), s.sigmas[4]!]);
-    expect(relErr(r.prevSample.data(), want)).toBeLessThan(1e-5);
+    const want = comb([Array.from(arr(x0)), 1], [Array.from(arr(eps)), s.sigmas[4]!]);
+    expect(relErr(arr(r.prevSample), want)).toBeLessThan(1e-5);
   });
   it('DDPM with sample prediction: the posterior mean', () => {
     const s = DDPMScheduler.fromConfig({ prediction_type: 'sample', clip_sample: false });
@@ -273,8 +288,8 @@ describe('prediction types (recover x0 and epsilon from exact model outputs)', (
     const xt = s.addNoise(x0, eps, t);
     const r = s.step(x0, t, xt, { noise: zeros(SHAPE) });
     const a = s.alphasCumprod[t]!, ap = s.alphasCumprod[tp]!, ca = a / ap, cb = 1 - ca;
-    const want = comb([Array.from(x0.data()), Math.sqrt(ap) * cb / (1 - a)], [Array.from(xt.data()), Math.sqrt(ca) * (1 - ap) / (1 - a)]);
-    expect(relErr(r.prevSample.data(), want)).toBeLessThan(1e-5);
+    const want = comb([Array.from(arr(x0)), Math.sqrt(ap) * cb / (1 - a)], [Array.from(arr(xt)), Math.sqrt(ca) * (1 - ap) / (1 - a)]);
+    expect(relErr(arr(r.prevSample), want)).toBeLessThan(1e-5);
   });
 });
 
@@ -287,8 +302,8 @@ describe('stochastic parts', () => {
       const s = DDPMScheduler.fromConfig({ variance_type: vt });
       s.setTimesteps(100);
       const t = s.timesteps[50]!;
-      const d0 = s.step(m, t, x, { noise: zeros(SHAPE) }).prevSample.data();
-      const d1 = s.step(m, t, x, { noise: ones }).prevSample.data();
+      const d0 = arr(s.step(m, t, x, { noise: zeros(SHAPE) }).prevSample);
+      const d1 = arr(s.step(m, t, x, { noise: ones }).prevSample);
       const a = s.alphasCumprod[t]!, ap = s.alphasCumprod[s.timesteps[51]!]!, cb = 1 - a / ap;
       return { diff: d1[0]! - d0[0]!, small: Math.sqrt(((1 - ap) / (1 - a)) * cb), large: Math.sqrt(cb) };
     };
@@ -301,9 +316,9 @@ describe('stochastic parts', () => {
     const s = DDPMScheduler.fromConfig({ variance_type: 'learned_range' });
     s.setTimesteps(100);
     const t = s.timesteps[50]!;
-    const withVar = tensor([...Array.from(m.data()), ...new Array(32).fill(0)], { shape: [1, 4, 4, 4] });
-    const d0 = s.step(withVar, t, x, { noise: zeros(SHAPE) }).prevSample.data();
-    const d1 = s.step(withVar, t, x, { noise: ones }).prevSample.data();
+    const withVar = tensor([...Array.from(arr(m)), ...new Array(32).fill(0)], { shape: [1, 4, 4, 4] });
+    const d0 = arr(s.step(withVar, t, x, { noise: zeros(SHAPE) }).prevSample);
+    const d1 = arr(s.step(withVar, t, x, { noise: ones }).prevSample);
     const a = s.alphasCumprod[t]!, ap = s.alphasCumprod[s.timesteps[51]!]!, cb = 1 - a / ap;
     const small = ((1 - ap) / (1 - a)) * cb; // frac 0.5: geometric mean of small and large
     expect(d1[3]! - d0[3]!).toBeCloseTo(Math.exp(0.5 * (0.5 * Math.log(cb) + 0.5 * Math.log(small))), 5);
@@ -313,9 +328,9 @@ describe('stochastic parts', () => {
     const s = DDIMScheduler.fromConfig({ clip_sample: false });
     s.setTimesteps(10);
     const t = 500;
-    const d0 = s.step(m, t, x, { eta: 1, noise: zeros(SHAPE) }).prevSample.data();
-    const det = s.step(m, t, x).prevSample.data();
-    const d1 = s.step(m, t, x, { eta: 1, noise: ones }).prevSample.data();
+    const d0 = arr(s.step(m, t, x, { eta: 1, noise: zeros(SHAPE) }).prevSample);
+    const det = arr(s.step(m, t, x).prevSample);
+    const d1 = arr(s.step(m, t, x, { eta: 1, noise: ones }).prevSample);
     const a = s.alphasCumprod[500]!, ap = s.alphasCumprod[400]!;
     const std = Math.sqrt(((1 - ap) / (1 - a)) * (1 - a / ap));
     expect(d1[0]! - d0[0]!).toBeCloseTo(std, 5);
@@ -327,13 +342,13 @@ describe('stochastic parts', () => {
     const xs = tensor(X0.map((v) => v * s.initNoiseSigma), { shape: SHAPE });
     const t = s.timesteps[0]!;
     const mo = model(s.scaleModelInput(xs, t), t);
-    const d0 = s.step(mo, t, xs, { noise: zeros(SHAPE) }).prevSample.data();
+    const d0 = arr(s.step(mo, t, xs, { noise: zeros(SHAPE) }).prevSample);
     const s2 = s.clone() as EulerAncestralDiscreteScheduler;
     s2.setTimesteps(10);
-    const d1 = s2.step(mo, t, xs, { noise: ones }).prevSample.data();
+    const d1 = arr(s2.step(mo, t, xs, { noise: ones }).prevSample);
     const sg = s.sigmas[0]!, st = s.sigmas[1]!;
     const up = Math.sqrt(st * st * (sg * sg - st * st) / (sg * sg)), down = Math.sqrt(st * st - up * up);
-    const want = comb([Array.from(xs.data()), 1], [Array.from(mo.data()), down - sg]); // x + eps*(sigma_down - sigma)
+    const want = comb([Array.from(arr(xs)), 1], [Array.from(arr(mo)), down - sg]); // x + eps*(sigma_down - sigma)
     expect(relErr(d0, want)).toBeLessThan(1e-5);
     expect(d1[0]! - d0[0]!).toBeCloseTo(up, 4);
     // a full zero-noise run ends at a finite sample
@@ -346,7 +361,7 @@ describe('stochastic parts', () => {
     expect(cOut).toBeCloseTo(9990 / Math.sqrt(9990 ** 2 + 0.25), 12);
     s.setTimesteps(1);
     const r = s.step(m, 999, x, { noise: ones });
-    expect(relErr(r.prevSample.data(), r.denoised!.data())).toBe(0);
+    expect(relErr(arr(r.prevSample), arr(r.denoised!))).toBe(0);
   });
 });
 
@@ -403,7 +418,7 @@ describe('multistep solvers against float64 references', () => {
     };
     let cur = x;
     const outs: Vec[] = [];
-    for (let k = 0; k < 4; ++k) { cur = s.step(c, s.timesteps[k]!, cur).prevSample; outs.push(Array.from(cur.data())); }
+    for (let k = 0; k < 4; ++k) { cur = s.step(c, s.timesteps[k]!, cur).prevSample; outs.push(Array.from(arr(cur))); }
     expect(relErr(outs[0]!, prev(X0, 980, 970))).toBeLessThan(1e-6);
     expect(relErr(outs[3]!, prev(X0, 980, 960))).toBeLessThan(1e-6);
     // the full PRK + PLMS run stays finite
@@ -497,8 +512,8 @@ describe('config, loading, state', () => {
       [DPMSolverMultistepScheduler, { algorithm_type: 'dpmsolver' }, 'final_sigmas_type'],
     ];
     for (const [C, cfg, key] of bad) {
-      expect(() => C.fromConfig(cfg), key).toThrow(ArgumentError);
-      expect(() => C.fromConfig(cfg), key).toThrow(key);
+      expect(() => new C(cfg), key).toThrow(ArgumentError);
+      expect(() => new C(cfg), key).toThrow(key);
     }
     expect(() => DDPMScheduler.fromConfig({ num_train_timesteps: 3, trained_betas: [0.1] })).toThrow(/trained_betas/);
   });
@@ -544,12 +559,12 @@ describe('config, loading, state', () => {
     const s = DDPMScheduler.fromConfig({});
     const x0 = tensor([...X0, ...X0.map((v) => -v)], { shape: [2, 2, 4, 4] });
     const n = tensor([...X0.map((v) => v * 0.3), ...X0], { shape: [2, 2, 4, 4] });
-    const both = s.addNoise(x0, n, [10, 900]).data();
+    const both = arr(s.addNoise(x0, n, [10, 900]));
     const x0a = tensor(X0, { shape: SHAPE }), na = tensor(X0.map((v) => v * 0.3), { shape: SHAPE });
-    expect(relErr(both.subarray(0, 32), s.addNoise(x0a, na, 10).data())).toBeLessThan(1e-7);
+    expect(relErr(both.subarray(0, 32), arr(s.addNoise(x0a, na, 10)))).toBeLessThan(1e-7);
     const x0b = tensor(X0.map((v) => -v), { shape: SHAPE }), nb = tensor(X0, { shape: SHAPE });
-    expect(relErr(both.subarray(32), s.addNoise(x0b, nb, 900).data())).toBeLessThan(1e-7);
-    const v = s.getVelocity(x0, n, [10, 900]).data();
+    expect(relErr(both.subarray(32), arr(s.addNoise(x0b, nb, 900)))).toBeLessThan(1e-7);
+    const v = arr(s.getVelocity(x0, n, [10, 900]));
     const a = s.alphasCumprod[900]!;
     expect(v[32]!).toBeCloseTo(Math.sqrt(a) * X0[0]! - Math.sqrt(1 - a) * -X0[0]!, 6);
     expect(() => s.addNoise(x0, n, [1, 2, 3])).toThrow(ArgumentError);
@@ -570,7 +585,7 @@ describe('config, loading, state', () => {
         const next = tidy(() => keep(s.step(model(s.scaleModelInput(x, t), t), t, x, { noise: zeros(SHAPE) }).prevSample));
         x.dispose();
         x = next;
-        ours.push(Array.from(x.data()));
+        ours.push(Array.from(arr(x)));
       }
       expectTrajectory(ours, ref, 1e-7);
       const c = s.clone();
@@ -597,7 +612,7 @@ describe('dynamic thresholding', () => {
     s.setTimesteps(10);
     const x = tensor(big, { shape: [2, 2, 4, 4] });
     const r = s.step(x, s.timesteps[0]!, x);
-    const got = r.predOriginalSample!.data();
+    const got = arr(r.predOriginalSample!);
     expect(relErr(got.subarray(0, 32), threshold(big.slice(0, 32), 0.9, 3))).toBeLessThan(1e-6);
     expect(relErr(got.subarray(32), threshold(big.slice(32), 0.9, 3))).toBeLessThan(1e-6);
     expect(Math.max(...Array.from(got.subarray(0, 32)).map(Math.abs))).toBeLessThanOrEqual(1 + 1e-6);
@@ -613,10 +628,10 @@ describe('dynamic thresholding', () => {
     pp.step(m, pp.timesteps[5]!, x); eps.step(m, eps.timesteps[5]!, x); // advance both to step 6
     const a = pp.step(m, t, x), b = eps.step(m, t, x);
     const { a: al, s: sg } = vpOf(pp.sigmas[6]!);
-    const x0 = comb([X0.map((v) => v * 3), 1 / al], [Array.from(m.data()), -sg / al]);
+    const x0 = comb([X0.map((v) => v * 3), 1 / al], [Array.from(arr(m)), -sg / al]);
     expect(relErr(threshold(x0, 0.8, 2), x0)).toBeGreaterThan(0.05); // the threshold is active here
-    expect(relErr(a.denoised!.data(), threshold(x0, 0.8, 2))).toBeLessThan(1e-5);
-    expect(relErr(a.prevSample.data(), b.prevSample.data())).toBeLessThan(1e-5);
+    expect(relErr(arr(a.denoised!), threshold(x0, 0.8, 2))).toBeLessThan(1e-5);
+    expect(relErr(arr(a.prevSample), arr(b.prevSample))).toBeLessThan(1e-5);
   });
 });
 
@@ -686,7 +701,7 @@ describe('Karras sigmas and SDE DPM-Solver', () => {
       const a = DPMSolverMultistepScheduler.fromConfig(cfg), b = DPMSolverMultistepScheduler.fromConfig(cfg);
       a.setTimesteps(8); b.setTimesteps(8);
       const xs = tensor(X0, { shape: SHAPE }), m = model(xs, a.timesteps[0]!);
-      const d = b.step(m, b.timesteps[0]!, xs, { noise: tensor(new Array(32).fill(1), { shape: SHAPE }) }).prevSample.data()[0]! - a.step(m, a.timesteps[0]!, xs, { noise: zeros(SHAPE) }).prevSample.data()[0]!;
+      const d = arr(b.step(m, b.timesteps[0]!, xs, { noise: tensor(new Array(32).fill(1), { shape: SHAPE }) }).prevSample)[0]! - arr(a.step(m, a.timesteps[0]!, xs, { noise: zeros(SHAPE) }).prevSample)[0]!;
       const t = vpOf(a.sigmas[1]!), s0 = vpOf(a.sigmas[0]!), h = t.l - s0.l;
       expect(d).toBeCloseTo(pp ? t.s * Math.sqrt(1 - Math.exp(-2 * h)) : t.s * Math.sqrt(Math.exp(2 * h) - 1), 5);
     });
