@@ -49,8 +49,9 @@ export class PNDMScheduler extends Scheduler {
     else base = npArange(N, 0, -N / n).map(roundHalfEven).reverse().map((v) => v - 1);
     if (this.config.skip_prk_steps) {
       this.prkTimesteps = [];
-      this.plmsTimesteps = [...base.slice(0, -1), base[base.length - 2]!, base[base.length - 1]!].filter((v) => v !== undefined).reverse();
-      if (base.length === 1) this.plmsTimesteps = [base[0]!];
+      // concatenate([t[:-1], t[-2:-1], t[-1:]])[::-1]: the second-to-last timestep repeats, for the
+      // two-evaluation warm-up step.
+      this.plmsTimesteps = [...base.slice(0, -1), ...base.slice(-2, -1), ...base.slice(-1)].reverse();
     } else {
       const half = Math.floor(Math.floor(N / n) / 2);
       const last = base.slice(-this.pndmOrder);
@@ -91,11 +92,11 @@ export class PNDMScheduler extends Scheduler {
     const k = this.counter % 4;
     return tidy(() => {
       if (k === 0) {
-        this.setCurModelOutput(affine6(m, 1 / 6, null));
+        this.setCurModelOutput(addScaled(m, 1 / 6, null));
         this.ets.push(own(m));
         release(this.curSample); this.curSample = own(x);
       } else if (k === 1 || k === 2) {
-        this.setCurModelOutput(affine6(m, 1 / 3, this.curModelOutput));
+        this.setCurModelOutput(addScaled(m, 1 / 3, this.curModelOutput));
       } else {
         eff = lincomb([this.curModelOutput!, 1], [m, 1 / 6]);
         this.setCurModelOutput(null);
@@ -162,6 +163,6 @@ export class PNDMScheduler extends Scheduler {
 }
 
 /** c*m (+ acc when given): the running Runge-Kutta sum. */
-function affine6(m: Tensor, c: number, acc: Tensor | null): Tensor {
+function addScaled(m: Tensor, c: number, acc: Tensor | null): Tensor {
   return acc ? lincomb([acc, 1], [m, c]) : lincomb([m, c]);
 }
