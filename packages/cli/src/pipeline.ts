@@ -3,10 +3,10 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  Tensor, tensor, sample, concat, loadModel, loadScheduler, schedulerFromConfig, memoryStats, resetPeakMemory,
+  Tensor, tensor, sample, concat, manualSeed, UNet2DModel, loadModel, loadScheduler, schedulerFromConfig, memoryStats, resetPeakMemory,
   type Scheduler, type Module,
 } from '@qdm/core';
-import { loadDigitsUnet, loadDigitsScheduler, NULL_CLASS } from '@qdm/digits';
+import { loadDigitsUnet, loadDigitsScheduler, NULL_CLASS, DIGITS_UNET_CONFIG } from '@qdm/digits';
 import { UsageError } from './args.js';
 import { Progress } from './progress.js';
 
@@ -18,9 +18,11 @@ const CLASS_NAMES: Record<string, string> = {
 
 export type UNet = Module & { config: Record<string, unknown> };
 
-/** 'digits' (the embedded model) or a diffusers model folder (a pipeline folder with unet/ also works). */
+/** 'digits' (the embedded model), 'digits-untrained' (its architecture, random weights) or a diffusers model folder (a pipeline folder with unet/ also works). */
 export async function loadUnet(model: string): Promise<{ unet: UNet; scheduler: Scheduler }> {
   if (model === 'digits') return { unet: (await loadDigitsUnet()) as UNet, scheduler: await loadDigitsScheduler() };
+  // The untrained baseline of the embedded model: its architecture with seeded random weights.
+  if (model === 'digits-untrained') { manualSeed(0); return { unet: new UNet2DModel(DIGITS_UNET_CONFIG) as UNet, scheduler: await loadDigitsScheduler() }; }
   const dir = existsSync(join(model, 'unet', 'config.json')) ? join(model, 'unet') : model;
   if (!existsSync(join(dir, 'config.json'))) throw new UsageError(`qdm: no model at '${model}' (expected a diffusers folder with config.json, or 'digits')`);
   const hasFp16 = existsSync(join(dir, 'diffusion_pytorch_model.fp16.safetensors')) && !existsSync(join(dir, 'diffusion_pytorch_model.safetensors'));

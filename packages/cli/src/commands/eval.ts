@@ -12,7 +12,7 @@ export const evalSpec: CommandSpec = {
   summary: 'sample a digits model and score it (FID, class accuracy, precision/recall) against held-out digits',
   usage: 'qdm eval [--model digits|DIR] [--n 200] [--steps 25] [--out qdm-eval]',
   options: {
-    model: { type: 'string', description: "'digits' or a diffusers folder of a 28x28 digits model", default: 'digits' },
+    model: { type: 'string', description: "'digits', 'digits-untrained' (the baseline) or a diffusers folder of a 28x28 digits model", default: 'digits' },
     n: { type: 'integer', description: 'number of samples (balanced over the 10 digits)', default: 200, min: 20, max: 10000 },
     steps: { type: 'integer', description: 'denoising steps', default: 25, min: 1, max: 1000 },
     scheduler: { type: 'string', description: 'sampling algorithm', default: 'ddim', choices: SCHEDULERS },
