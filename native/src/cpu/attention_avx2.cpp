@@ -82,3 +82,32 @@ float expSubSumAvx2(float* s, int64_t n, float m) {
 }
 
 }  // namespace qdm::cpu::attn
+
+namespace qdm::cpu::attn {
+
+// Column layouts: s is rows x W (W a multiple of 8), one query per column.
+// m[c] = max(m[c], max_j s[j, c])
+void colMaxAvx2(const float* s, int64_t rows, int W, float* m) {
+  for (int c = 0; c < W; c += 8) {
+    __m256 acc = _mm256_loadu_ps(m + c);
+    for (int64_t j = 0; j < rows; ++j) acc = _mm256_max_ps(acc, _mm256_loadu_ps(s + j * W + c));
+    _mm256_storeu_ps(m + c, acc);
+  }
+}
+
+// s[j, c] = exp(s[j, c] - shift[c]) in place; sum[c] = sum_j of the new values.
+void expSubColsAvx2(float* s, int64_t rows, int W, const float* shift, float* sum) {
+  for (int c = 0; c < W; c += 8) {
+    const __m256 vm = _mm256_loadu_ps(shift + c);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t j = 0; j < rows; ++j) {
+      float* p = s + j * W + c;
+      __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(p), vm));
+      _mm256_storeu_ps(p, e);
+      acc = _mm256_add_ps(acc, e);
+    }
+    _mm256_storeu_ps(sum + c, acc);
+  }
+}
+
+}  // namespace qdm::cpu::attn
