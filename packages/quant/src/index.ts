@@ -3,3 +3,7 @@
 export const PACKAGE = '@qdm/quant';
 export * from './spec.js';
 export * from './kernels.js';
+export * from './quantizer.js';
+export * from './layers.js';
+export * from './calibrate.js';
+export * from './ptq.js';

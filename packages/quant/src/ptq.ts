@@ -1,0 +1,137 @@
+// Post-training quantization: quantize(model, recipe, { calibration }) swaps every nn.Linear /
+// nn.Conv2d for its fake-quant counterpart (weights and bias adopted, so state-dict keys keep
+// their names), initialises the weight quantizers from the weights, then calibrates the
+// activation quantizers. The whole plan (specs, overrides, layer shapes) is built and checked
+// before the model is touched, so a bad recipe leaves the model as it was.
+//
+// Spec resolution per layer: recipe.weights / recipe.activations, then first/last layer bits
+// (firstLastBits, default 8, EfficientDM's W8A8 for conv_in / conv_out), then the first
+// override whose pattern matches the layer name (explicit overrides win).
+import { ArgumentError, Module, nn } from '@qdm/core';
+import { calibrateActivations, type CalibrationInput } from './calibrate.js';
+import { toQuantLayer, type QuantLayer } from './layers.js';
+import type { Calibrator, WeightInit } from './quantizer.js';
+import { resolveSpec, type QuantSpec } from './spec.js';
+
+export interface QuantOverride {
+  pattern: RegExp;
+  /** Fields replacing the recipe's weight spec for matching layers. */
+  weights?: Partial<QuantSpec>;
+  /** Fields replacing the activation spec; null keeps the layer's activations in full precision. */
+  activations?: Partial<QuantSpec> | null;
+}
+
+export interface QuantRecipe {
+  weights: QuantSpec;
+  /** Activation spec (per tensor); null / undefined: weight-only quantization. */
+  activations?: QuantSpec | null;
+  /** Bits of the first and last Linear/Conv2d (registration order); null: no exception. Default 8. */
+  firstLastBits?: number | null;
+  /** Layer names left in full precision. */
+  skip?: RegExp[];
+  overrides?: QuantOverride[];
+  /** Activation calibrator. Default 'mse' (EfficientDM). */
+  calibrator?: Calibrator;
+  /** Percentile calibrator's kept fraction. Default 0.9999. */
+  percentile?: number;
+  /** Weight quantizer init. Default 'minmax' (EfficientDM's naive PTQ 'max'). */
+  weightInit?: WeightInit;
+}
+
+export interface QuantizeOptions { calibration?: CalibrationInput }
+
+export interface QuantizedLayerInfo { name: string; type: 'Linear' | 'Conv2d'; weightBits: number; actBits: number | null; granularity: string }
+
+export interface QuantizeSummary {
+  layers: QuantizedLayerInfo[];
+  /** Layer counts per configuration, e.g. { W4A8: 10, W8A8: 2 } (A16 = full-precision activations). */
+  byBits: Record<string, number>;
+  skipped: string[];
+  firstLast: string[];
+  /** Layers with activation quantizers that calibration never reached (left in full precision). */
+  uncalibrated: string[];
+}
+
+const RECIPE_KEYS = new Set(['weights', 'activations', 'firstLastBits', 'skip', 'overrides', 'calibrator', 'percentile', 'weightInit']);
+
+function checkRecipe(recipe: QuantRecipe): void {
+  if (!recipe || typeof recipe !== 'object') throw new ArgumentError('quantize: recipe must be an object');
+  for (const k of Object.keys(recipe)) if (!RECIPE_KEYS.has(k)) throw new ArgumentError(`quantize: recipe.${k} is not a recipe field (expected ${[...RECIPE_KEYS].join(', ')})`);
+  if (!recipe.weights) throw new ArgumentError('quantize: recipe.weights (a QuantSpec) is required');
+  resolveSpec(recipe.weights, 'recipe.weights');
+  if (recipe.activations) {
+    const a = resolveSpec(recipe.activations, 'recipe.activations');
+    if (a.granularity !== 'tensor') throw new ArgumentError(`recipe.activations.granularity: activations are quantized per tensor, got '${a.granularity}'`);
+  }
+  const fl = recipe.firstLastBits;
+  if (fl !== undefined && fl !== null && (!Number.isInteger(fl) || fl < 2 || fl > 8)) throw new ArgumentError(`recipe.firstLastBits: expected an integer in 2..8 or null, got ${String(fl)}`);
+  if (recipe.skip !== undefined && (!Array.isArray(recipe.skip) || !recipe.skip.every((r) => r instanceof RegExp))) throw new ArgumentError('recipe.skip: expected an array of RegExp');
+  if (recipe.overrides !== undefined) {
+    if (!Array.isArray(recipe.overrides)) throw new ArgumentError('recipe.overrides: expected an array of { pattern, weights?, activations? }');
+    recipe.overrides.forEach((o, i) => {
+      if (!o || !(o.pattern instanceof RegExp)) throw new ArgumentError(`recipe.overrides[${i}].pattern: expected a RegExp`);
+      for (const k of Object.keys(o)) if (!['pattern', 'weights', 'activations'].includes(k)) throw new ArgumentError(`recipe.overrides[${i}].${k} is not an override field`);
+    });
+  }
+  if (recipe.calibrator !== undefined && !['minmax', 'percentile', 'mse'].includes(recipe.calibrator)) throw new ArgumentError(`recipe.calibrator: expected 'minmax', 'percentile' or 'mse', got ${String(recipe.calibrator)}`);
+  if (recipe.percentile !== undefined && !(recipe.percentile > 0.5 && recipe.percentile <= 1)) throw new ArgumentError(`recipe.percentile: expected a number in (0.5, 1], got ${String(recipe.percentile)}`);
+  if (recipe.weightInit !== undefined && !['minmax', 'mse'].includes(recipe.weightInit)) throw new ArgumentError(`recipe.weightInit: expected 'minmax' or 'mse', got ${String(recipe.weightInit)}`);
+}
+
+/** Replaces the layers and initialises the weight quantizers; activation quantizers are left uncalibrated. */
+export function quantizeModules(model: Module, recipe: QuantRecipe): Omit<QuantizeSummary, 'uncalibrated'> {
+  checkRecipe(recipe);
+  const targets = [...model.namedModules()].filter(([name, m]) => name !== '' && (m instanceof nn.Linear || m instanceof nn.Conv2d));
+  if (targets.length === 0) throw new ArgumentError('quantize: the model has no nn.Linear or nn.Conv2d layer to quantize');
+  const firstLastBits = recipe.firstLastBits === undefined ? 8 : recipe.firstLastBits;
+  const ends = new Set(firstLastBits === null ? [] : [targets[0]![0], targets[targets.length - 1]![0]]);
+  const skipped: string[] = [], firstLast: string[] = [];
+  const built = new Map<string, QuantLayer>();
+  const layers: QuantizedLayerInfo[] = [];
+  for (const [name, m] of targets) {
+    if (recipe.skip?.some((r) => r.test(name))) { skipped.push(name); continue; }
+    let weights: QuantSpec = { ...recipe.weights };
+    let activations: QuantSpec | null = recipe.activations ? { ...recipe.activations } : null;
+    if (ends.has(name)) {
+      weights = { ...weights, bits: firstLastBits! };
+      if (activations) activations = { ...activations, bits: firstLastBits! };
+      firstLast.push(name);
+    }
+    const o = recipe.overrides?.find((ov) => ov.pattern.test(name));
+    if (o) {
+      if (o.weights) weights = { ...weights, ...o.weights };
+      if (o.activations === null) activations = null;
+      else if (o.activations) activations = { ...(activations ?? recipe.activations ?? { bits: 8, granularity: 'tensor' }), ...o.activations };
+    }
+    const where = o ? `recipe.overrides[${recipe.overrides!.indexOf(o)}] for '${name}'` : `layer '${name}'`;
+    resolveSpec(weights, `${where} weights`);
+    if (activations && resolveSpec(activations, `${where} activations`).granularity !== 'tensor') throw new ArgumentError(`${where} activations.granularity: activations are quantized per tensor`);
+    let layer: QuantLayer;
+    try {
+      layer = toQuantLayer(m, { weights, activations, weightInit: recipe.weightInit, activationOptions: { calibrator: recipe.calibrator, percentile: recipe.percentile } });
+    } catch (e) {
+      if (e instanceof ArgumentError) throw new ArgumentError(`${where}: ${e.message}`);
+      throw e;
+    }
+    built.set(name, layer);
+    layers.push({ name, type: m instanceof nn.Linear ? 'Linear' : 'Conv2d', weightBits: weights.bits, actBits: activations ? activations.bits : null, granularity: weights.granularity });
+  }
+  model.replaceModules((name) => built.has(name), (name) => built.get(name)!);
+  const byBits: Record<string, number> = {};
+  for (const l of layers) { const k = `W${l.weightBits}A${l.actBits ?? 16}`; byBits[k] = (byBits[k] ?? 0) + 1; }
+  return { layers, byBits, skipped, firstLast };
+}
+
+/**
+ * Quantizes model in place (fake quant) and calibrates its activation quantizers. Returns the
+ * model and a summary. calibration is required when the recipe quantizes activations.
+ */
+export async function quantize<M extends Module>(model: M, recipe: QuantRecipe, opts: QuantizeOptions = {}): Promise<{ model: M; summary: QuantizeSummary }> {
+  checkRecipe(recipe);
+  const needsCalibration = !!recipe.activations || !!recipe.overrides?.some((o) => o.activations);
+  if (needsCalibration && opts.calibration === undefined) throw new ArgumentError('quantize: options.calibration is required when the recipe quantizes activations');
+  if (opts.calibration !== undefined && !Array.isArray(opts.calibration) && typeof opts.calibration !== 'function') throw new ArgumentError('quantize: options.calibration must be an array of argument lists or a function running the model');
+  const plan = quantizeModules(model, recipe);
+  const report = needsCalibration ? await calibrateActivations(model, opts.calibration!) : { uncalibrated: [] };
+  return { model, summary: { ...plan, uncalibrated: report.uncalibrated } };
+}
