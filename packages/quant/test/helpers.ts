@@ -100,3 +100,6 @@ export function surrogate(c: Case, weights: Float64Array, x: Float64Array, scale
   }
   return L;
 }
+
+/** A float tensor's elements as a Float32Array (data() is typed for every dtype). */
+export function vals(t: { data(): unknown }): Float32Array { return t.data() as Float32Array; }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { tensor, Tensor } from '@qdm/core';
 import { dequantizeCodes, fakeQuant, packTensor, quantizeCodes, type FakeQuantParams } from '@qdm/quant';
-import { makeCase, refForward, rng, roundHalfEven, scaleAt, surrogate, type Case } from './helpers.js';
+import { makeCase, refForward, rng, roundHalfEven, scaleAt, surrogate, vals, type Case } from './helpers.js';
 
 function params(c: Case, grads = false): FakeQuantParams {
   const pshape = [c.scale.length];
@@ -25,7 +25,7 @@ describe('fakeQuant forward', () => {
       for (const signed of [false, true]) {
         it(`${name}, ${bits} bits, ${signed ? 'signed' : 'unsigned'} matches the float64 reference exactly`, () => {
           const c = mk(bits, signed, bits * 10 + (signed ? 1 : 0));
-          const y = fakeQuant(tensor(c.x, { shape: c.shape }), params(c)).data();
+          const y = vals(fakeQuant(tensor(c.x, { shape: c.shape }), params(c)));
           const ref = refForward(c);
           let bad = 0;
           for (let i = 0; i < ref.length; i++) if (y[i] !== ref[i]) bad++;
@@ -46,14 +46,14 @@ describe('fakeQuant forward', () => {
   it('rounds half to even as torch.round', () => {
     const x = tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5], { shape: [6] });
     const y = fakeQuant(x, { scale: tensor([1]), zeroPoint: tensor([0]), qmin: -8, qmax: 7, granularity: 'tensor' });
-    expect(Array.from(y.data())).toEqual([0, 2, 2, 0, -2, -2]);
+    expect(Array.from(vals(y))).toEqual([0, 2, 2, 0, -2, -2]);
   });
 
   it('keeps half-precision inputs in their dtype', () => {
     const x = tensor([0.3, -1.2, 2.6], { shape: [3] }).to('f16');
     const y = fakeQuant(x, { scale: tensor([0.5]), zeroPoint: tensor([0]), qmin: -4, qmax: 3, granularity: 'tensor' });
     expect(y.dtype).toBe('f16');
-    expect(Array.from(y.data())).toEqual([0.5, -1, 1.5]);
+    expect(Array.from(vals(y))).toEqual([0.5, -1, 1.5]);
   });
 
   it('rejects parameters of the wrong size with a ShapeError naming them', () => {
@@ -78,7 +78,7 @@ describe('fakeQuant gradients (LSQ / EfficientDM)', () => {
         const base = { x: Float64Array.from(c.x), s: Float64Array.from(c.scale), col: c.col ? Float64Array.from(c.col) : null, z: Float64Array.from(c.zero) };
         const f = (o: typeof base) => surrogate(c, w, o.x, o.s, o.col, o.z);
         const check = (key: 'x' | 's' | 'col' | 'z', got: Tensor) => {
-          const g = got.data();
+          const g = vals(got);
           const arr = base[key]!;
           let worst = 0;
           for (let i = 0; i < arr.length; i++) {
@@ -134,7 +134,7 @@ describe('quantize / pack / dequantize', () => {
         const packed = packTensor(x, q);
         expect(packed.codes.dtype).toBe(bits <= 4 ? 'i4' : signed ? 'i8' : 'u8');
         const back = dequantizeCodes(packed.codes, { ...q, zeroPoint: packed.zeroPoint });
-        expect(Array.from(back.data())).toEqual(Array.from(fakeQuant(x, q).data()));
+        expect(Array.from(vals(back))).toEqual(Array.from(vals(fakeQuant(x, q))));
       });
     }
   }
@@ -145,7 +145,7 @@ describe('quantize / pack / dequantize', () => {
     const codes = quantizeCodes(x, q, 'i4');
     expect(Array.from(codes.cpuData() as Uint8Array)).toEqual([0xf8, 0x70, 0xb3, 0x01]);
     expect(Array.from(codes.toArray() as number[])).toEqual([-8, -1, 0, 7, 3, -5, 1]);
-    expect(Array.from(dequantizeCodes(codes, q).data())).toEqual([-8, -1, 0, 7, 3, -5, 1]);
+    expect(Array.from(vals(dequantizeCodes(codes, q)))).toEqual([-8, -1, 0, 7, 3, -5, 1]);
   });
 
   it('refuses a range that does not fit the code dtype', () => {

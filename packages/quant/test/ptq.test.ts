@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ArgumentError, Module, Tensor, nn, noGrad, randn, mean, silu, withContext, Generator } from '@qdm/core';
-import { QuantConv2d, QuantLinear, quantize, type QuantRecipe } from '@qdm/quant';
+import { QuantConv2d, QuantLinear, WeightQuantizer, quantize, type QuantRecipe } from '@qdm/quant';
+import { vals } from './helpers.js';
 
 class SmallNet extends Module {
   conv_in: nn.Conv2d; conv1: nn.Conv2d; conv2: nn.Conv2d; lin1: nn.Linear; lin2: nn.Linear; out: nn.Linear;
@@ -25,7 +26,7 @@ class SmallNet extends Module {
 
 const batches = (n: number, seed: number) => Array.from({ length: n }, (_, i) => [randn([2, 3, 8, 8], { seed: seed + i })]);
 const relErr = (a: Tensor, b: Tensor) => {
-  const x = a.data(), y = b.data();
+  const x = vals(a), y = vals(b);
   let num = 0, den = 0;
   for (let i = 0; i < x.length; i++) { num += (x[i]! - y[i]!) ** 2; den += y[i]! ** 2; }
   return Math.sqrt(num / den);
@@ -93,7 +94,7 @@ describe('quantize() on a conv + linear model', () => {
     const model = new SmallNet();
     const calibration = [0, 1].map((step) => ({ args: [randn([2, 3, 8, 8], { seed: step }).mul(step === 0 ? 1 : 5)], context: { stepIndex: step } }));
     await quantize(model, { weights: { bits: 8, granularity: 'channel' }, activations: { bits: 8, granularity: 'tensor', timestepGroups: 2 }, calibrator: 'minmax' }, { calibration });
-    const d = (model.conv_in as unknown as QuantConv2d).act_quantizer!.delta.data();
+    const d = vals((model.conv_in as unknown as QuantConv2d).act_quantizer!.delta);
     expect(d[1]! / d[0]!).toBeGreaterThan(3);
     const x = randn([1, 3, 8, 8], { seed: 7 });
     expect(() => noGrad(() => model.call(x))).toThrow(/step index/);
@@ -106,7 +107,7 @@ describe('quantize() on a conv + linear model', () => {
     model.call(randn([1, 3, 8, 8], { seed: 1 })).square().sum().backward();
     const l = model.lin1 as unknown as QuantLinear;
     expect(l.weight.grad).not.toBeNull();
-    expect(l.weight_quantizer.delta.grad!.shape).toEqual([32]);
+    expect((l.weight_quantizer as WeightQuantizer).delta.grad!.shape).toEqual([32]);
     expect(l.act_quantizer!.delta.grad!.shape).toEqual([1]);
   });
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ArgumentError, tensor, withContext, noGrad, randn } from '@qdm/core';
 import { ActivationQuantizer, SeparableScales, WeightQuantizer, fakeQuant, resolveSpec, quantRange, rangeToScaleZero } from '@qdm/quant';
-import { gauss, rng } from './helpers.js';
+import { gauss, rng, vals } from './helpers.js';
 
 const lp = (a: Float32Array, b: Float32Array) => { let s = 0; for (let i = 0; i < a.length; i++) s += Math.abs(a[i]! - b[i]!) ** 2.4; return s; };
 
@@ -36,7 +36,7 @@ describe('WeightQuantizer', () => {
 
   it('initialises per output channel from min/max', () => {
     const q = new WeightQuantizer({ bits: 4, granularity: 'channel' }, w.shape).initFrom(w);
-    const wd = w.data(), d = q.delta.data(), z = q.zero_point.data();
+    const wd = vals(w), d = vals(q.delta), z = vals(q.zero_point);
     for (let o = 0; o < 6; o++) {
       const row = wd.subarray(o * 20, o * 20 + 20);
       const lo = Math.min(0, ...row), hi = Math.max(0, ...row);
@@ -50,7 +50,7 @@ describe('WeightQuantizer', () => {
   it("'mse' init never does worse than min/max under the Lp 2.4 loss", () => {
     const mm = new WeightQuantizer({ bits: 3, granularity: 'channel' }, w.shape).initFrom(w);
     const mse = new WeightQuantizer({ bits: 3, granularity: 'channel' }, w.shape, { init: 'mse' }).initFrom(w);
-    const e1 = lp(w.data(), noGrad(() => mm.call(w)).data()), e2 = lp(w.data(), noGrad(() => mse.call(w)).data());
+    const e1 = lp(vals(w), vals(noGrad(() => mm.call(w)))), e2 = lp(vals(w), vals(noGrad(() => mse.call(w))));
     expect(e2).toBeLessThan(e1);
   });
 
@@ -94,7 +94,7 @@ describe('ActivationQuantizer (temporal)', () => {
     const q = make();
     const xi = tensor([0.37, 9.0], { shape: [2] });
     withContext({ stepIndex: 1 }, () => q.call(xi)).sum().backward();
-    const g = q.delta.grad!.data();
+    const g = vals(q.delta.grad!);
     expect(g[0]).toBe(0); expect(g[2]).toBe(0);
     expect(g[1]).not.toBe(0);
   });
@@ -104,7 +104,7 @@ describe('ActivationQuantizer (temporal)', () => {
     withContext({ stepIndex: 0 }, () => q.observe(tensor([-1, 1], { shape: [2] })));
     withContext({ stepIndex: 1 }, () => q.observe(tensor([-4, 4], { shape: [2] })));
     q.finishCalibration();
-    const d = q.delta.data();
+    const d = vals(q.delta);
     expect(d[0]).toBeCloseTo(2 / 255, 7);
     expect(d[1]).toBeCloseTo(8 / 255, 7);
   });
@@ -129,10 +129,10 @@ describe('SeparableScales (TuneQDM)', () => {
   it('initialises delta_out per row, delta_in to 1, and matches per-channel quantization', () => {
     const s = new SeparableScales(spec, w.shape).initFrom(w);
     expect(s.delta_out.shape).toEqual([4, 4]);
-    expect(Array.from(s.delta_in.data())).toEqual(new Array(12).fill(1));
+    expect(Array.from(vals(s.delta_in))).toEqual(new Array(12).fill(1));
     const y = withContext({ timestep: 10 }, () => s.call(w));
-    const ref = fakeQuant(w, { scale: tensor(s.delta_out.data().subarray(0, 4), { shape: [4] }), zeroPoint: s.zero_point, qmin: -8, qmax: 7, granularity: 'channel' });
-    expect(Array.from(y.data())).toEqual(Array.from(ref.data()));
+    const ref = fakeQuant(w, { scale: tensor(vals(s.delta_out).subarray(0, 4), { shape: [4] }), zeroPoint: s.zero_point, qmin: -8, qmax: 7, granularity: 'channel' });
+    expect(Array.from(vals(y))).toEqual(Array.from(vals(ref)));
   });
 
   it('picks expert k = min(N-1, floor(t·N/T)) and trains only that expert', () => {
@@ -142,7 +142,7 @@ describe('SeparableScales (TuneQDM)', () => {
     expect(withContext({ timestep: 249, numTrainTimesteps: 1000 }, () => s.expertIndex())).toBe(0);
     expect(() => s.expertIndex()).toThrow(/need the timestep/);
     withContext({ timestep: 600 }, () => s.call(w)).square().sum().backward();
-    const gOut = s.delta_out.grad!.data(), gIn = s.delta_in.grad!.data();
+    const gOut = vals(s.delta_out.grad!), gIn = vals(s.delta_in.grad!);
     for (let k = 0; k < 4; k++) {
       const rowNorm = Math.hypot(...gOut.subarray(k * 4, k * 4 + 4)), colNorm = Math.hypot(...gIn.subarray(k * 3, k * 3 + 3));
       if (k === 2) { expect(rowNorm).toBeGreaterThan(0); expect(colNorm).toBeGreaterThan(0); }
