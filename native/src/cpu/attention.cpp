@@ -1,4 +1,4 @@
-// Fused CPU attention (see qdm/attention.h). One task = one (batch item, block of QB query rows).
+// Fused CPU attention (see qdm/attention.h). One task = one (batch item, block of up to 256 query rows).
 //
 // The products run on the GEMM micro-kernel (cpu/gemm_internal.h) with packing done here, laid
 // out so that nothing is packed twice and the score tile never needs a packing pass:
@@ -37,10 +37,17 @@ void expSubColsAvx2(float* s, int64_t rows, int W, const float* shift, float* su
 
 namespace {
 
-// Query rows per task and keys per step. The score tile (QB x KB floats, 128 KiB) stays in L2;
-// 128 rows amortise the per-task packing of each K and V block (64 rows measured ~20 % slower).
-constexpr int64_t QB = 128;
+// Keys per step. The score tile (up to 256 x 256 floats, 256 KiB) stays in L2.
 constexpr int64_t KB = 256;
+// Query rows per task: large blocks amortise the per-task packing of each K and V block (1 thread,
+// L = 1024, D = 40: 64 rows 37, 128 rows 46 (with sgemmSerial), 256 rows 61 GFLOP/s), small ones
+// give enough tasks to spread over the threads. Chosen from the shape alone; the result does not
+// depend on it anyway (each score and output element is computed the same way in any block).
+int64_t queryBlock(int64_t batch, int64_t Lq) {
+  for (int64_t qb : {256, 128})
+    if (batch * ((Lq + qb - 1) / qb) >= 16) return qb;
+  return 64;
+}
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 inline int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -159,6 +166,7 @@ void attentionForward(const View& q, const View& k, const View& v, const View* m
   const bool simd = hasAvx2() && nr % 8 == 0;
   auto colMax = simd ? attn::colMaxAvx2 : colMaxScalar;
   auto expSubCols = simd ? attn::expSubColsAvx2 : expSubColsScalar;
+  const int64_t QB = queryBlock(batch, Lq);
   const int64_t QBp = roundUp(QB, nr);       // query columns of the score and output tiles
   const int64_t KBp = roundUp(KB, mr);       // key rows per query panel of the score tile
   const int64_t DvP = roundUp(Dv, mr);       // output channels, in mr panels

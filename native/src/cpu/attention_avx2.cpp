@@ -1,6 +1,6 @@
-// AVX2+FMA row helpers for the fused attention kernel (attention.cpp): row max and the
-// exp(s - m) pass with its row sum. Compiled with -mavx2 -mfma; only called after
-// qdm::cpu::hasAvx2() said yes.
+// AVX2+FMA softmax helpers for the fused attention kernel (attention.cpp): column max and the
+// exp(s - m) pass with its column sums, over score tiles that hold one query per column.
+// Compiled with -mavx2 -mfma; only called after qdm::cpu::hasAvx2() said yes.
 //
 // exp is the Cephes expf scheme: n = round(x log2 e), r = x - n ln 2 (two-part ln 2), a degree-6
 // polynomial for e^r, then 2^n through the exponent bits. Relative error about 1e-7 over the
@@ -35,55 +35,7 @@ inline __m256 exp256(__m256 x) {
   return _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_LT_OQ), y);
 }
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
-inline float hmax(__m256 v) {
-  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
-
 }  // namespace
-
-float rowMaxAvx2(const float* s, int64_t n) {
-  __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(s + j));
-  float r = hmax(m);
-  for (; j < n; ++j) r = s[j] > r ? s[j] : r;
-  return r;
-}
-
-// s[j] = exp(s[j] - m) in place; returns the sum of the new values.
-float expSubSumAvx2(float* s, int64_t n, float m) {
-  const __m256 vm = _mm256_set1_ps(m);
-  __m256 acc = _mm256_setzero_ps();
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
-    _mm256_storeu_ps(s + j, e);
-    acc = _mm256_add_ps(acc, e);
-  }
-  if (j < n) {
-    // The tail goes through the same vector exp, padded with -inf (exp gives 0).
-    alignas(32) float t[8];
-    for (int i = 0; i < 8; ++i) t[i] = j + i < n ? s[j + i] : -std::numeric_limits<float>::infinity();
-    __m256 e = exp256(_mm256_sub_ps(_mm256_load_ps(t), vm));
-    _mm256_store_ps(t, e);
-    acc = _mm256_add_ps(acc, e);
-    for (int i = 0; j + i < n; ++i) s[j + i] = t[i];
-  }
-  return hsum(acc);
-}
-
-}  // namespace qdm::cpu::attn
-
-namespace qdm::cpu::attn {
 
 // Column layouts: s is rows x W (W a multiple of 8), one query per column.
 // m[c] = max(m[c], max_j s[j, c])

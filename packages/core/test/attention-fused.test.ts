@@ -3,6 +3,7 @@
 // Covers odd and unequal lengths (block tails), masks (additive, u8, causal, fully masked
 // rows), strided and broadcast operands, half inputs, thread-count determinism, and that
 // gradient-recording calls still take the composite path.
+import { createRequire } from 'node:module';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   randn, rand, tensor, scaledDotProductAttention, transpose, gradcheck, setNumThreads, getNumThreads, cast, Tensor,
@@ -37,14 +38,17 @@ function ref64(q: Tensor, k: Tensor, v: Tensor, scale: number, mask?: ArrayLike<
   return out;
 }
 
+const addon = createRequire(import.meta.url)('../../../native') as { forceGemmKernel(name: string): boolean };
 const originalThreads = getNumThreads();
-afterAll(() => { setNumThreads(originalThreads); });
+afterAll(() => { setNumThreads(originalThreads); addon.forceGemmKernel('auto'); });
 
 describe('fused attention', () => {
   it('matches float64 and the composite path on odd and unequal lengths', () => {
     const cases: Array<[number, number, number, number, number]> = [
-      // [B, Lq, Lk, D, Dv]: tails of the 64-row query and 256-key blocks, cross-attention (Lk = 77)
+      // [B, Lq, Lk, D, Dv]: tails of the query and 256-key blocks, cross-attention (Lk = 77)
       [1, 1, 1, 1, 1], [2, 7, 7, 7, 7], [3, 65, 300, 40, 40], [2, 300, 77, 64, 40], [1, 1, 300, 65, 1], [2, 130, 513, 8, 24],
+      // enough batch x query blocks for the 128- and 256-row query blocks, with partial last blocks
+      [8, 200, 130, 40, 40], [16, 300, 77, 24, 16],
     ];
     let seed = 100;
     for (const [B, Lq, Lk, D, Dv] of cases) {
@@ -54,6 +58,34 @@ describe('fused attention', () => {
       expect(relErr(got, ref64(q, k, v, 1 / Math.sqrt(D))), tag).toBeLessThan(2e-6);
       expect(relErr(got, composite(q, k, v)), tag).toBeLessThan(1e-5);
     }
+  });
+
+  it('runs on every GEMM micro-kernel shape (register tiles differ: scalar 4x8, avx2 6x16, avx512 12x32)', () => {
+    const q = randn([16, 150, 40], { seed: 5 }), k = randn([16, 77, 40], { seed: 6 }), v = randn([16, 77, 24], { seed: 7 });
+    const mask = randn([150, 77], { seed: 8 });
+    const ref = ref64(q, k, v, 0.3, data(mask));
+    try {
+      for (const name of ['scalar', 'avx2', 'avx512']) {
+        if (!addon.forceGemmKernel(name)) continue;  // not available on this CPU
+        expect(relErr(data(scaledDotProductAttention(q, k, v, { mask, scale: 0.3 })), ref), name).toBeLessThan(2e-6);
+      }
+    } finally { addon.forceGemmKernel('auto'); }
+  });
+
+  it('the vectorised exp holds ~1e-7 relative error over its whole range', () => {
+    // One query, two keys with scores 0 and x, v = [1, 0]: the output is 1 / (1 + e^x), which for
+    // x > 0 is e^-x to within e^-2x, so its relative error is the exp's over [-87, 0].
+    const n = 1741, xs = Float32Array.from({ length: n }, (_, i) => -87 + (174 * i) / (n - 1));
+    const q = tensor(new Float32Array(n).fill(1), { shape: [n, 1, 1] });
+    const k = tensor(Float32Array.from({ length: 2 * n }, (_, i) => (i % 2 ? xs[i >> 1]! : 0)), { shape: [n, 2, 1] });
+    const v = tensor(Float32Array.from({ length: 2 * n }, (_, i) => (i % 2 ? 0 : 1)), { shape: [n, 2, 1] });
+    const got = data(scaledDotProductAttention(q, k, v, { scale: 1 }));
+    let worst = 0;
+    for (let i = 0; i < n; ++i) {
+      const ref = 1 / (1 + Math.exp(xs[i]!));
+      worst = Math.max(worst, Math.abs(got[i]! - ref) / ref);
+    }
+    expect(worst).toBeLessThan(5e-7);
   });
 
   it('large scores (peaked softmax) stay accurate', () => {
@@ -113,8 +145,9 @@ describe('fused attention', () => {
   });
 
   it('is bit-identical for 1 and 2 threads', () => {
-    const q = randn([3, 200, 40], { seed: 50 }), k = randn([3, 600, 40], { seed: 51 }), v = randn([3, 600, 40], { seed: 52 });
-    const mask = randn([200, 600], { seed: 53 });
+    // 16 x 2 query blocks of 256 rows: more tasks than threads either way
+    const q = randn([16, 300, 40], { seed: 50 }), k = randn([16, 600, 40], { seed: 51 }), v = randn([16, 600, 40], { seed: 52 });
+    const mask = randn([300, 600], { seed: 53 });
     setNumThreads(1);
     const a = data(scaledDotProductAttention(q, k, v, { mask }));
     setNumThreads(2);
