@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ArgumentError, Module, Tensor, nn, noGrad, randn, mean, silu, withContext, Generator } from '@qdm/core';
-import { QuantConv2d, QuantLinear, WeightQuantizer, quantize, type QuantRecipe } from '@qdm/quant';
+import { QuantConv2d, QuantLinear, WeightQuantizer, quantize, quantizeModules, type QuantRecipe } from '@qdm/quant';
 import { vals } from './helpers.js';
 
 class SmallNet extends Module {
@@ -74,6 +74,19 @@ describe('quantize() on a conv + linear model', () => {
     expect(keys).toContain('conv1.bias');
     expect(keys).toContain('conv1.weight_quantizer.delta');
     expect(keys).toContain('conv1.weight_quantizer.zero_point');
+  });
+
+  it('round-trips a quantized model through its state dict', async () => {
+    const recipe: QuantRecipe = { weights: { bits: 4, granularity: 'channel' }, activations: { bits: 8, granularity: 'tensor' } };
+    const a = new SmallNet(1);
+    await quantize(a, recipe, { calibration: batches(2, 21) });
+    const b = new SmallNet(2);
+    quantizeModules(b, recipe);
+    const res = b.loadStateDict(a.stateDict(), { strict: true });
+    expect(res.missing).toEqual([]);
+    expect(res.unexpected).toEqual([]);
+    const x = randn([2, 3, 8, 8], { seed: 3 });
+    expect(Array.from(vals(noGrad(() => b.call(x))))).toEqual(Array.from(vals(noGrad(() => a.call(x)))));
   });
 
   it('honours skip patterns, overrides and firstLastBits: null', async () => {
