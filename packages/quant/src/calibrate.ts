@@ -4,7 +4,7 @@
 // model produces in full precision (Q-Diffusion calibrates activations after the weights).
 // Temporal quantizers file each batch under currentContext().stepIndex, so calibration must run
 // the model inside withContext({ stepIndex }) — sample() does, and array entries can carry one.
-import { ArgumentError, Module, noGrad, withContext, type ForwardContext } from '@qdm/core';
+import { ArgumentError, Module, Tensor, noGrad, withContext, type ForwardContext } from '@qdm/core';
 import { isQuantLayer, type QuantLayer } from './layers.js';
 
 /** One calibration call: the model's argument list, optionally with a forward context (e.g. { stepIndex, timestep }). */
@@ -26,12 +26,12 @@ export interface CalibrationReport {
 export async function calibrateActivations(model: Module, calibration: CalibrationInput): Promise<CalibrationReport> {
   if (!Array.isArray(calibration) && typeof calibration !== 'function') throw new ArgumentError('calibrateActivations: calibration must be an array of argument lists or a function running the model');
   const layers: Array<[string, QuantLayer]> = [];
-  for (const [name, m] of model.namedModules()) if (isQuantLayer(m) && m.act_quantizer) layers.push([name, m]);
+  for (const [name, m] of model.namedModules()) if (isQuantLayer(m) && m.actQuantizers().length > 0) layers.push([name, m]);
   const removers: Array<() => void> = [];
   const saved = layers.map(([, l]) => l.quantActivations);
   for (const [, l] of layers) {
     l.quantActivations = false;
-    removers.push(l.registerForwardPreHook((_m, args) => { l.act_quantizer!.observe(args[0] as never); }));
+    removers.push(l.registerForwardPreHook((_m, args) => { l.observeInput(args[0] as Tensor); }));
   }
   let batches = 0;
   try {
@@ -52,9 +52,9 @@ export async function calibrateActivations(model: Module, calibration: Calibrati
   }
   const calibrated: string[] = [], uncalibrated: string[] = [];
   for (const [name, l] of layers) {
-    const q = l.act_quantizer!;
-    if (q.hasObservations) { q.finishCalibration(); q.enabled = true; calibrated.push(name); }
-    else { q.enabled = false; uncalibrated.push(name); }
+    const qs = l.actQuantizers();
+    if (qs.every((q) => q.hasObservations)) { for (const q of qs) { q.finishCalibration(); q.enabled = true; } calibrated.push(name); }
+    else { for (const q of qs) { q.enabled = false; q.discardObservations(); } uncalibrated.push(name); }
   }
   return { calibrated, uncalibrated, batches };
 }

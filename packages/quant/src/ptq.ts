@@ -36,11 +36,17 @@ export interface QuantRecipe {
   percentile?: number;
   /** Weight quantizer init. Default 'minmax' (EfficientDM's naive PTQ 'max'). */
   weightInit?: WeightInit;
+  /**
+   * Q-Diffusion's split shortcut quantization: true finds the diffusers up-path shortcut convs
+   * (`up_blocks.*.resnets.*.conv_shortcut`, see shortcutSplits); a record maps layer names to C1.
+   * Default false.
+   */
+  splitShortcut?: boolean | Record<string, number>;
 }
 
 export interface QuantizeOptions { calibration?: CalibrationInput }
 
-export interface QuantizedLayerInfo { name: string; type: 'Linear' | 'Conv2d'; weightBits: number; actBits: number | null; granularity: string }
+export interface QuantizedLayerInfo { name: string; type: 'Linear' | 'Conv2d'; weightBits: number; actBits: number | null; granularity: string; split?: number }
 
 export interface QuantizeSummary {
   layers: QuantizedLayerInfo[];
@@ -52,7 +58,29 @@ export interface QuantizeSummary {
   uncalibrated: string[];
 }
 
-const RECIPE_KEYS = new Set(['weights', 'activations', 'firstLastBits', 'skip', 'overrides', 'calibrator', 'percentile', 'weightInit']);
+const RECIPE_KEYS = new Set(['weights', 'activations', 'firstLastBits', 'skip', 'overrides', 'calibrator', 'percentile', 'weightInit', 'splitShortcut']);
+
+/**
+ * C1 of each up-path ResNet shortcut conv of a diffusers-layout U-Net: the resnet's input is
+ * concat[h, skip]; for resnet 0 of a block h has inChannels - outChannels channels (its skip has
+ * outChannels when the block has two or more resnets, as diffusers' layers_per_block + 1 always
+ * gives), for the others h is the previous resnet's output (outChannels).
+ */
+export function shortcutSplits(model: Module): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [name, m] of model.namedModules()) {
+    const hit = /^(.*\.)?up_blocks\.(\d+)\.resnets\.(\d+)$/.exec(name);
+    if (!hit) continue;
+    const conv = m.child('conv_shortcut');
+    const r = m as unknown as { inChannels?: unknown; outChannels?: unknown };
+    if (!(conv instanceof nn.Conv2d) || typeof r.inChannels !== 'number' || typeof r.outChannels !== 'number') continue;
+    const j = Number(hit[3]);
+    const siblings = model.getSubmodule(name.slice(0, name.lastIndexOf('.'))) as unknown as { length?: number };
+    const c1 = j > 0 ? r.outChannels : (siblings.length ?? 0) >= 2 ? r.inChannels - r.outChannels : 0;
+    if (c1 > 0 && c1 < conv.inChannels) out[`${name}.conv_shortcut`] = c1;
+  }
+  return out;
+}
 
 function checkRecipe(recipe: QuantRecipe): void {
   if (!recipe || typeof recipe !== 'object') throw new ArgumentError('quantize: recipe must be an object');
@@ -76,6 +104,11 @@ function checkRecipe(recipe: QuantRecipe): void {
   if (recipe.calibrator !== undefined && !['minmax', 'percentile', 'mse'].includes(recipe.calibrator)) throw new ArgumentError(`recipe.calibrator: expected 'minmax', 'percentile' or 'mse', got ${String(recipe.calibrator)}`);
   if (recipe.percentile !== undefined && !(recipe.percentile > 0.5 && recipe.percentile <= 1)) throw new ArgumentError(`recipe.percentile: expected a number in (0.5, 1], got ${String(recipe.percentile)}`);
   if (recipe.weightInit !== undefined && !['minmax', 'mse'].includes(recipe.weightInit)) throw new ArgumentError(`recipe.weightInit: expected 'minmax' or 'mse', got ${String(recipe.weightInit)}`);
+  const sp = recipe.splitShortcut;
+  if (sp !== undefined && typeof sp !== 'boolean') {
+    if (!sp || typeof sp !== 'object' || Array.isArray(sp)) throw new ArgumentError('recipe.splitShortcut: expected a boolean or a record of layer name -> C1');
+    for (const [k, v] of Object.entries(sp)) if (!Number.isInteger(v) || v < 1) throw new ArgumentError(`recipe.splitShortcut['${k}']: expected a positive integer channel count, got ${String(v)}`);
+  }
 }
 
 /** Replaces the layers and initialises the weight quantizers; activation quantizers are left uncalibrated. */
@@ -87,6 +120,11 @@ export function quantizeModules(model: Module, recipe: QuantRecipe): Omit<Quanti
   const ends = new Set(firstLastBits === null ? [] : [targets[0]![0], targets[targets.length - 1]![0]]);
   const skipped: string[] = [], firstLast: string[] = [];
   const built = new Map<string, QuantLayer>();
+  const splits: Record<string, number> = recipe.splitShortcut === true ? shortcutSplits(model) : recipe.splitShortcut ? { ...recipe.splitShortcut } : {};
+  const targetNames = new Set(targets.map(([n]) => n));
+  for (const n of Object.keys(splits)) {
+    if (!targetNames.has(n) || !(model.getSubmodule(n) instanceof nn.Conv2d)) throw new ArgumentError(`recipe.splitShortcut: '${n}' is not a Conv2d of the model`);
+  }
   const layers: QuantizedLayerInfo[] = [];
   for (const [name, m] of targets) {
     if (recipe.skip?.some((r) => r.test(name))) { skipped.push(name); continue; }
@@ -108,13 +146,13 @@ export function quantizeModules(model: Module, recipe: QuantRecipe): Omit<Quanti
     if (activations && resolveSpec(activations, `${where} activations`).granularity !== 'tensor') throw new ArgumentError(`${where} activations.granularity: activations are quantized per tensor`);
     let layer: QuantLayer;
     try {
-      layer = toQuantLayer(m, { weights, activations, weightInit: recipe.weightInit, activationOptions: { calibrator: recipe.calibrator, percentile: recipe.percentile } });
+      layer = toQuantLayer(m, { weights, activations, weightInit: recipe.weightInit, activationOptions: { calibrator: recipe.calibrator, percentile: recipe.percentile }, split: splits[name] });
     } catch (e) {
       if (e instanceof ArgumentError) throw new ArgumentError(`${where}: ${e.message}`);
       throw e;
     }
     built.set(name, layer);
-    layers.push({ name, type: m instanceof nn.Linear ? 'Linear' : 'Conv2d', weightBits: weights.bits, actBits: activations ? activations.bits : null, granularity: weights.granularity });
+    layers.push({ name, type: m instanceof nn.Linear ? 'Linear' : 'Conv2d', weightBits: weights.bits, actBits: activations ? activations.bits : null, granularity: weights.granularity, ...(splits[name] ? { split: splits[name] } : {}) });
   }
   model.replaceModules((name) => built.has(name), (name) => built.get(name)!);
   const byBits: Record<string, number> = {};

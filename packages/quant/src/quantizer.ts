@@ -306,6 +306,9 @@ export class ActivationQuantizer extends Module {
     }
   }
 
+  /** Forgets what observe() recorded. */
+  discardObservations(): void { this.observed.clear(); }
+
   /** True when observe() has seen data since the last finishCalibration(). */
   get hasObservations(): boolean { return this.observed.has('all'); }
 
