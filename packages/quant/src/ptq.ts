@@ -10,7 +10,7 @@
 import { ArgumentError, Module, nn } from '@qdm/core';
 import { calibrateActivations, type CalibrationInput } from './calibrate.js';
 import { toQuantLayer, type QuantLayer } from './layers.js';
-import type { Calibrator, WeightInit } from './quantizer.js';
+import { CALIBRATORS, type Calibrator, type WeightInit } from './quantizer.js';
 import { resolveSpec, type QuantSpec } from './spec.js';
 
 export interface QuantOverride {
@@ -101,7 +101,7 @@ function checkRecipe(recipe: QuantRecipe): void {
       for (const k of Object.keys(o)) if (!['pattern', 'weights', 'activations'].includes(k)) throw new ArgumentError(`recipe.overrides[${i}].${k} is not an override field`);
     });
   }
-  if (recipe.calibrator !== undefined && !['minmax', 'percentile', 'mse'].includes(recipe.calibrator)) throw new ArgumentError(`recipe.calibrator: expected 'minmax', 'percentile' or 'mse', got ${String(recipe.calibrator)}`);
+  if (recipe.calibrator !== undefined && !CALIBRATORS.includes(recipe.calibrator)) throw new ArgumentError(`recipe.calibrator: expected one of ${CALIBRATORS.join(', ')}, got ${String(recipe.calibrator)}`);
   if (recipe.percentile !== undefined && !(recipe.percentile > 0.5 && recipe.percentile <= 1)) throw new ArgumentError(`recipe.percentile: expected a number in (0.5, 1], got ${String(recipe.percentile)}`);
   if (recipe.weightInit !== undefined && !['minmax', 'mse'].includes(recipe.weightInit)) throw new ArgumentError(`recipe.weightInit: expected 'minmax' or 'mse', got ${String(recipe.weightInit)}`);
   const sp = recipe.splitShortcut;

@@ -14,7 +14,10 @@ import { fakeQuant, type FakeQuantParams } from './kernels.js';
 import { resolveSpec, type QuantSpec, type ResolvedQuantSpec } from './spec.js';
 
 export type WeightInit = 'minmax' | 'mse';
-export type Calibrator = 'minmax' | 'percentile' | 'mse';
+/** 'running': Q-Diffusion's running_stat, an EMA (momentum 0.95) of the per-batch min and max. */
+export type Calibrator = 'minmax' | 'running' | 'percentile' | 'mse';
+export const CALIBRATORS: readonly Calibrator[] = ['minmax', 'running', 'percentile', 'mse'];
+const RUNNING_MOMENTUM = 0.95;
 
 // ---- scale / zero point from a range ----------------------------------------------------------
 
@@ -238,7 +241,7 @@ export interface ActivationQuantizerOptions {
   missingStep?: 'error' | 'first';
 }
 
-interface Observed { min: number; max: number; samples: number[][]; kept: number }
+interface Observed { min: number; max: number; emaMin: number; emaMax: number; batches: number; samples: number[][]; kept: number }
 
 export class ActivationQuantizer extends Module {
   readonly spec: ResolvedQuantSpec;
@@ -259,7 +262,7 @@ export class ActivationQuantizer extends Module {
     if (this.spec.granularity !== 'tensor') throw new ArgumentError(`ActivationQuantizer: activations are quantized per tensor; granularity '${this.spec.granularity}' is not supported`);
     this.numSteps = this.spec.timestepGroups;
     this.calibrator = opts.calibrator ?? 'mse';
-    if (!['minmax', 'percentile', 'mse'].includes(this.calibrator)) throw new ArgumentError(`ActivationQuantizer: calibrator must be 'minmax', 'percentile' or 'mse', got ${String(opts.calibrator)}`);
+    if (!CALIBRATORS.includes(this.calibrator)) throw new ArgumentError(`ActivationQuantizer: calibrator must be one of ${CALIBRATORS.join(', ')}, got ${String(opts.calibrator)}`);
     this.percentile = opts.percentile ?? 0.9999;
     if (!(this.percentile > 0.5 && this.percentile <= 1)) throw new ArgumentError(`ActivationQuantizer: percentile must lie in (0.5, 1], got ${opts.percentile}`);
     this.sampleLimit = opts.sampleLimit ?? 1 << 20;
@@ -287,13 +290,16 @@ export class ActivationQuantizer extends Module {
     if (this.numSteps > 1) { const s = currentContext().stepIndex; if (s !== undefined && s >= 0 && s < this.numSteps) keys.push(s); }
     let min = Infinity, max = -Infinity;
     for (let i = 0; i < v.length; i++) { const e = v[i]!; if (e < min) min = e; if (e > max) max = e; }
-    const needSamples = this.calibrator !== 'minmax';
+    const needSamples = this.calibrator === 'percentile' || this.calibrator === 'mse';
     const stride = Math.max(1, Math.ceil(v.length / 65536));
     const sub: number[] = [];
     if (needSamples) for (let i = 0; i < v.length; i += stride) sub.push(v[i]!);
     for (const k of keys) {
-      const o = this.observed.get(k) ?? { min: Infinity, max: -Infinity, samples: [], kept: 0 };
+      const o = this.observed.get(k) ?? { min: Infinity, max: -Infinity, emaMin: 0, emaMax: 0, batches: 0, samples: [], kept: 0 };
       o.min = Math.min(o.min, min); o.max = Math.max(o.max, max);
+      o.emaMin = o.batches === 0 ? min : o.emaMin * RUNNING_MOMENTUM + min * (1 - RUNNING_MOMENTUM);
+      o.emaMax = o.batches === 0 ? max : o.emaMax * RUNNING_MOMENTUM + max * (1 - RUNNING_MOMENTUM);
+      o.batches++;
       if (needSamples) {
         o.samples.push(sub); o.kept += sub.length;
         // Over the limit: halve every batch's subsample (deterministic, keeps all batches represented).
@@ -317,8 +323,9 @@ export class ActivationQuantizer extends Module {
     const all = this.observed.get('all');
     if (!all) throw new ArgumentError('ActivationQuantizer: finishCalibration() without any observed batch (was the layer called during calibration?)');
     const fit = (o: Observed) => {
-      const values = this.calibrator === 'minmax' ? [o.min, o.max] : [o.min, o.max, ...o.samples.flat()];
-      const r = fitScaleZero(values, 1, () => 0, this.spec, this.calibrator, { percentile: this.percentile });
+      const values = this.calibrator === 'minmax' ? [o.min, o.max] : this.calibrator === 'running' ? [o.emaMin, o.emaMax] : [o.min, o.max, ...o.samples.flat()];
+      const method = this.calibrator === 'running' ? 'minmax' : this.calibrator;
+      const r = fitScaleZero(values, 1, () => 0, this.spec, method, { percentile: this.percentile });
       return [r.scale[0]!, r.zero[0]!] as const;
     };
     const global = fit(all);

@@ -109,6 +109,16 @@ describe('ActivationQuantizer (temporal)', () => {
     expect(d[1]).toBeCloseTo(8 / 255, 7);
   });
 
+  it("'running' calibration is Q-Diffusion's EMA (momentum 0.95) of the batch min/max", () => {
+    const q = new ActivationQuantizer({ bits: 8, granularity: 'tensor' }, { calibrator: 'running' });
+    q.observe(tensor([-1, 1], { shape: [2] }));
+    q.observe(tensor([-3, 5], { shape: [2] }));
+    q.finishCalibration();
+    const lo = -1 * 0.95 - 3 * 0.05, hi = 1 * 0.95 + 5 * 0.05;
+    expect(q.delta.item()).toBeCloseTo((hi - lo) / 255, 7);
+    expect(q.zero_point.item()).toBe(Math.round(-lo / Math.fround((hi - lo) / 255)));
+  });
+
   it('percentile calibration clips outliers', () => {
     const q = new ActivationQuantizer({ bits: 8, granularity: 'tensor' }, { calibrator: 'percentile', percentile: 0.99 });
     const vals = Float32Array.from({ length: 10000 }, (_, i) => (i === 0 ? 1000 : (i % 100) / 100));
