@@ -13,6 +13,7 @@ import * as core from '@qdm/core';
 import * as L from './lib/common.mjs';
 
 const args = L.parseArgs();
+const startLoad = L.loadAverage();
 const quick = args.quick;
 const batches = [1, 2];
 const timing = quick ? { warmup: 1, minRuns: 2, seconds: 0.5, maxRuns: 5 } : { warmup: 1, minRuns: 3, seconds: 3, maxRuns: 20 };
@@ -109,7 +110,7 @@ else {
 
 // ---- report ----
 console.log(`# U-Net forward (CPU)${quick ? ' (--quick)' : ''}\n`);
-console.log(L.machineLine());  // load at the start; the end-of-run figure follows the table
+console.log(L.machineLine().replace(/load average [^;]*/, `load average at start ${startLoad}, at end ${L.loadAverage()} (1/5/15 min)`));
 console.log(`fp32, noGrad, timestep 500; best of ${timing.minRuns}+ timed calls after a warm-up. Reference: ${torchNote}\n`);
 console.log('| model | weights | params | batch | GFLOP / forward | ms / forward (best) | median ms | samples/s | GFLOP/s | peak MiB (weights + activations) | torch ms | qdm / torch |');
 console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
@@ -118,7 +119,6 @@ for (const r of rows) {
   const tms = r.torchSeconds ? (r.torchSeconds * 1e3).toFixed(1) : 'n/a';
   console.log(`| ${r.name} | ${r.source} | ${L.fmtParams(r.params)} | ${r.batch} | ${ok ? (r.flops / 1e9).toFixed(2) : 'n/a'} | ${ok ? (r.best * 1e3).toFixed(1) : `n/a (${r.reason})`} | ${ok ? (r.median * 1e3).toFixed(1) : 'n/a'} | ${ok ? (r.batch / r.best).toFixed(2) : 'n/a'} | ${ok ? (r.flops / r.best * 1e-9).toFixed(1) : 'n/a'} | ${ok ? L.mb(r.peakBytes) : 'n/a'} | ${tms} | ${ok && r.torchSeconds ? (r.best / r.torchSeconds).toFixed(2) : 'n/a'} |`);
 }
-notes.push(`Load average at the end of the run: ${L.loadAverage()}.`);
 for (const n of notes) console.log(`\n${n}`);
 console.log('\nGFLOP counts convolutions, linear layers and attention products (2 per multiply-add); elementwise work and norms are not counted.');
 if (args.json) writeFileSync(args.json, JSON.stringify({ quick, machine: L.machineLine(), torch: torchNote, rows: rows.map(({ torchConfig, ...r }) => r), notes }, null, 2));
