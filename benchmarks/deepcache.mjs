@@ -1,6 +1,6 @@
 // DeepCache on the CPU: wall-clock speed-up of cached sampling against uncached sampling from
 // the same noise, beside the IDEAL speed-up the cache schedule allows, and the quality cost.
-//   node benchmarks/deepcache.mjs [--quick] [--json out.json] [--steps N] [--digits-dir DIR]
+//   node benchmarks/deepcache.mjs [--quick] [--json out.json] [--steps N] [--digits-dir DIR] [--models sd,digits]
 // Models: (a) SD-1.5's U-Net at half width (random weights; DDIM with SD-1.5's scheduler settings;
 // random 77-token text embeddings; guidance 1, i.e. one batch-1 call per step, to keep the CPU
 // run short) and (b) the embedded digits model when packages/digits/assets/unet exists (class
@@ -131,8 +131,10 @@ async function measureScenario(scenario) {
 const scenarios = [];
 const notes = [];
 const stepsArg = args.value('--steps');
+const wanted = new Set((args.value('--models') ?? 'sd,digits').split(','));
 const sdConfig = L.sdShapedConfig();
-if (!sdConfig) notes.push(`SD-shaped U-Net skipped: ${join(L.fixturesRoot, 'unet-keys/sd15.json')} not found.`);
+if (!wanted.has('sd')) notes.push('SD-shaped U-Net not asked for (--models).');
+else if (!sdConfig) notes.push(`SD-shaped U-Net skipped: ${join(L.fixturesRoot, 'unet-keys/sd15.json')} not found.`);
 else {
   const unet = core.modelFromConfig(sdConfig); unet.eval();
   const text = core.randn([1, L.TEXT_TOKENS, 768], { seed: 99 });
@@ -144,7 +146,8 @@ else {
   });
 }
 const digitsDir = args.value('--digits-dir') ?? join(L.repoRoot, 'packages/digits/assets/unet');
-if (!existsSync(join(digitsDir, 'config.json'))) notes.push(`Digits model skipped: ${digitsDir}/config.json not found (the assets are not built in this checkout).`);
+if (!wanted.has('digits')) notes.push('Digits model not asked for (--models).');
+else if (!existsSync(join(digitsDir, 'config.json'))) notes.push(`Digits model skipped: ${digitsDir}/config.json not found (the assets are not built in this checkout).`);
 else {
   const variant = existsSync(join(digitsDir, 'diffusion_pytorch_model.fp16.safetensors')) ? 'fp16' : undefined;
   const unet = await core.loadModel(digitsDir, variant ? { variant } : {}); unet.eval();
