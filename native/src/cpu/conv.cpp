@@ -93,6 +93,17 @@ int64_t convOutSize(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t 
 // paths give identical bits (sgemmSerial == sgemm), so thread counts never change results.
 static bool perImage(int64_t tasks) { return tasks >= 2 * numThreads() || (tasks >= numThreads() && numThreads() > 1); }
 
+// task(n, g, cols) for every (image, group): in parallel with a column buffer per thread, or in order with one.
+template <class Task>
+static void forEachImageGroup(bool split, int64_t N, int64_t G, Task&& task) {
+  if (split) {
+    parallelTasks(N * G, [&](int64_t t) { thread_local std::vector<float> cols; task(t / G, t % G, cols); });
+  } else {
+    std::vector<float> cols;
+    for (int64_t n = 0; n < N; ++n) for (int64_t g = 0; g < G; ++g) task(n, g, cols);
+  }
+}
+
 void conv2dForward(const View& x, const View& w, const float* bias, const View& y, const ConvParams& p) {
   checkArgs(x, w, y, p, "conv2d");
   Dims d = dimsOf(x, w, p, y.shape[2], y.shape[3]);
@@ -112,12 +123,7 @@ void conv2dForward(const View& x, const View& w, const float* bias, const View& 
     else sgemm(d.Og(), L, R, 1.0f, pw + g * d.Og() * R, R, 1, B, L, 1, 0.0f, out, L, 1);
     if (bias) for (int64_t o = 0; o < d.Og(); ++o) { float b = bias[g * d.Og() + o]; float* row = out + o * L; for (int64_t i = 0; i < L; ++i) row[i] += b; }
   };
-  if (split) {
-    parallelTasks(d.N * G, [&](int64_t t) { thread_local std::vector<float> cols; task(t / G, t % G, cols); });
-  } else {
-    std::vector<float> cols;
-    for (int64_t n = 0; n < d.N; ++n) for (int64_t g = 0; g < G; ++g) task(n, g, cols);
-  }
+  forEachImageGroup(split, d.N, G, task);
 }
 
 void conv2dBackwardInput(const View& gy, const View& w, const View& gx, const ConvParams& p) {
@@ -140,12 +146,7 @@ void conv2dBackwardInput(const View& gy, const View& w, const View& gx, const Co
     else sgemm(R, L, d.Og(), 1.0f, pw + g * d.Og() * R, 1, R, gout, L, 1, 0.0f, dst, L, 1);
     if (!direct) col2im(cols.data(), d, g * d.Cg(), xin);
   };
-  if (split) {
-    parallelTasks(d.N * G, [&](int64_t t) { thread_local std::vector<float> cols; task(t / G, t % G, cols); });
-  } else {
-    std::vector<float> cols;
-    for (int64_t n = 0; n < d.N; ++n) for (int64_t g = 0; g < G; ++g) task(n, g, cols);
-  }
+  forEachImageGroup(split, d.N, G, task);
 }
 
 // gW_g [Og, R] = sum over images of gy_g [Og, L] @ cols^T [L, R]. Images go in fixed chunks of

@@ -2,7 +2,7 @@
 // each efficiency method that has landed, and print one table of quality, speed and memory.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { saveImageGrid, getNumThreads, type Tensor } from '@qdm/core';
+import { saveImageGrid, getNumThreads, byteSize, type Tensor } from '@qdm/core';
 import { loadDigitsClassifier, loadReferenceStats, evaluateDigits, heldOutFeatures } from '@qdm/digits';
 import { mseAndPsnr } from '@qdm/eval';
 import type { CommandSpec, ParsedOptions } from '../args.js';
@@ -25,7 +25,7 @@ export const demoSpec: CommandSpec = {
   },
 };
 
-const weightsMB = (unet: UNet) => unet.parameters().reduce((s, p) => s + p.numel * (p.dtype === 'f32' ? 4 : p.dtype === 'i8' || p.dtype === 'u8' ? 1 : p.dtype === 'i4' ? 0.5 : 2), 0) / 2 ** 20;
+const weightsMB = (unet: UNet) => unet.parameters().reduce((s, p) => s + byteSize(p.dtype, p.numel), 0) / 2 ** 20;
 
 export async function runDemo(opts: ParsedOptions): Promise<void> {
   const out = opts.out as string;
