@@ -7,7 +7,7 @@ import {
   type Scheduler, type Module,
 } from '@qdm/core';
 import { loadDigitsUnet, loadDigitsScheduler, NULL_CLASS, DIGITS_UNET_CONFIG } from '@qdm/digits';
-import { UsageError } from './args.js';
+import { UsageError, type OptionSpec } from './args.js';
 import { Progress } from './progress.js';
 
 export const SCHEDULERS = ['ddpm', 'ddim', 'pndm', 'dpm++', 'euler', 'euler-a', 'unipc', 'lcm'] as const;
@@ -17,6 +17,15 @@ const CLASS_NAMES: Record<string, string> = {
 };
 
 export type UNet = Module & { config: Record<string, unknown> };
+
+/** The sampling options every sampling command takes. */
+export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
+  steps: { type: 'integer', description: 'denoising steps', default: 25, min: 1, max: 1000 },
+  scheduler: { type: 'string', description: 'sampling algorithm', default: 'ddim', choices: SCHEDULERS },
+  guidance: { type: 'number', description: 'classifier-free guidance scale', default: 2, min: 0 },
+  seed: { type: 'integer', description: 'random seed', default: 0 },
+  batch: { type: 'integer', description: 'samples per model call', default: 50, min: 1 },
+};
 
 /** 'digits' (the embedded model), 'digits-untrained' (its architecture, random weights) or a diffusers model folder (a pipeline folder with unet/ also works). */
 export async function loadUnet(model: string): Promise<{ unet: UNet; scheduler: Scheduler }> {

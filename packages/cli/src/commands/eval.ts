@@ -4,7 +4,7 @@ import { saveImageGrid } from '@qdm/core';
 import { loadDigitsClassifier, loadReferenceStats, evaluateDigits, heldOutFeatures, splitDigits, batchOf, classify, FEATURE_DIM } from '@qdm/digits';
 import { fid, precisionRecall } from '@qdm/eval';
 import type { CommandSpec, ParsedOptions } from '../args.js';
-import { loadUnet, withSampler, generate, balancedLabels, SCHEDULERS } from '../pipeline.js';
+import { loadUnet, withSampler, generate, balancedLabels, SAMPLING_OPTIONS } from '../pipeline.js';
 import { writeReport, markdownTable, type ReportRow } from '../report.js';
 
 export const evalSpec: CommandSpec = {
@@ -14,11 +14,7 @@ export const evalSpec: CommandSpec = {
   options: {
     model: { type: 'string', description: "'digits', 'digits-untrained' (the baseline) or a diffusers folder of a 28x28 digits model", default: 'digits' },
     n: { type: 'integer', description: 'number of samples (balanced over the 10 digits)', default: 200, min: 20, max: 10000 },
-    steps: { type: 'integer', description: 'denoising steps', default: 25, min: 1, max: 1000 },
-    scheduler: { type: 'string', description: 'sampling algorithm', default: 'ddim', choices: SCHEDULERS },
-    guidance: { type: 'number', description: 'classifier-free guidance scale', default: 2, min: 0 },
-    seed: { type: 'integer', description: 'random seed', default: 0 },
-    batch: { type: 'integer', description: 'samples per model call', default: 50, min: 1 },
+    ...SAMPLING_OPTIONS,
     real: { type: 'boolean', description: 'also score real training digits (the floor of each metric)' },
     out: { type: 'string', description: 'folder for the report (JSON, Markdown) and the sample grid', default: 'qdm-eval' },
   },

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { saveImageGrid } from '@qdm/core';
 import { UsageError, type CommandSpec, type ParsedOptions } from '../args.js';
-import { loadUnet, withSampler, generate, balancedLabels, SCHEDULERS } from '../pipeline.js';
+import { loadUnet, withSampler, generate, balancedLabels, SAMPLING_OPTIONS } from '../pipeline.js';
 
 export const sampleSpec: CommandSpec = {
   name: 'sample',
@@ -12,11 +12,7 @@ export const sampleSpec: CommandSpec = {
     model: { type: 'string', description: "'digits' or a diffusers model folder", default: 'digits' },
     labels: { type: 'list', description: 'class labels to sample (default: 0..9 cycled)' },
     n: { type: 'integer', description: 'number of samples when no labels are given', default: 20, min: 1, max: 10000 },
-    steps: { type: 'integer', description: 'denoising steps', default: 25, min: 1, max: 1000 },
-    scheduler: { type: 'string', description: 'sampling algorithm', default: 'ddim', choices: SCHEDULERS },
-    guidance: { type: 'number', description: 'classifier-free guidance scale', default: 2, min: 0 },
-    seed: { type: 'integer', description: 'random seed', default: 0 },
-    batch: { type: 'integer', description: 'samples per model call', default: 50, min: 1 },
+    ...SAMPLING_OPTIONS,
     out: { type: 'string', description: 'PNG grid to write', default: 'samples.png' },
   },
 };
