@@ -15,5 +15,11 @@ if [ ! -f "$stamp" ] || [ CMakeLists.txt -nt "$stamp" ]; then
   npx cmake-js configure --CDQDM_CUDA="$cuda" --CDCMAKE_BUILD_TYPE=Release >build/configure.log 2>&1 || { cat build/configure.log; exit 1; }
   touch "$stamp"
 fi
-npx cmake-js build --parallel "$jobs" 2>&1 | grep -vE '^\[|^info|Building|Consolidate' || true
+# The build's own exit status decides (a failed incremental build must not leave the old qdm.node passing).
+set +e
+npx cmake-js build --parallel "$jobs" >build/build.log 2>&1
+rc=$?
+set -e
+grep -vE '^\[|^info|Building|Consolidate' build/build.log || true
+if [ "$rc" -ne 0 ]; then echo "native build failed (exit $rc): see native/build/build.log" >&2; exit "$rc"; fi
 test -f build/Release/qdm.node || { echo "native build failed: build/Release/qdm.node missing" >&2; exit 1; }
