@@ -18,5 +18,18 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
 }
 }  // namespace
 
-void registerCuda(Napi::Env env, Napi::Object exports) { QDM_EXPORT(exports, "cudaInfo", CudaInfo); }
+void registerCuda(Napi::Env env, Napi::Object exports) {
+  QDM_EXPORT(exports, "cudaInfo", CudaInfo);
+#ifdef QDM_WITH_CUDA
+  // The kernels are registered even without a GPU (they are only called once the TS backend
+  // found a device), so a build can be inspected on any machine.
+  Napi::Object cudaObj = Napi::Object::New(env);
+  registerCudaRuntime(env, cudaObj);
+  registerCudaElementwise(env, cudaObj);
+  registerCudaNN(env, cudaObj);
+  registerCudaGemm(env, cudaObj);
+  registerCudaQuant(env, cudaObj);
+  exports.Set("cuda", cudaObj);
+#endif
+}
 }  // namespace qdm::binding

@@ -68,6 +68,46 @@ inline View toView(Napi::Env env, Napi::Value v, const char* what = "tensor") {
   return view;
 }
 
+// A CUDA view travels as [devicePointer (a Number: device addresses fit in 53 bits),
+// offsetElements, shape[], strides[], dtypeCode, capacityElements]; see backend/cuda.ts.
+inline View toDeviceView(Napi::Env env, Napi::Value v, const char* what = "tensor") {
+  if (!v.IsArray()) throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": expected a device view array");
+  Napi::Array a = v.As<Napi::Array>();
+  if (!a.Get(0u).IsNumber()) throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": not a CUDA tensor (storage is not a device pointer)");
+  View view;
+  view.dtype = static_cast<DType>(a.Get(4u).As<Napi::Number>().Int32Value());
+  int64_t offset = a.Get(1u).As<Napi::Number>().Int64Value();
+  auto shape = toInt64Vector(env, a.Get(2u), what);
+  auto strides = toInt64Vector(env, a.Get(3u), what);
+  int64_t capacity = a.Get(5u).As<Napi::Number>().Int64Value();
+  if (shape.size() > static_cast<size_t>(kMaxDims) || shape.size() != strides.size())
+    throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": rank over 8 or shape/strides mismatch");
+  view.ndim = static_cast<int>(shape.size());
+  int64_t lo = offset, hi = offset;
+  bool empty = false;
+  for (int i = 0; i < view.ndim; ++i) {
+    view.shape[i] = shape[i];
+    view.strides[i] = strides[i];
+    if (shape[i] == 0) empty = true;
+    else if (strides[i] > 0) hi += (shape[i] - 1) * strides[i];
+    else lo += (shape[i] - 1) * strides[i];
+  }
+  if (!empty && (lo < 0 || hi >= capacity)) throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": view reaches outside its storage");
+  auto base = reinterpret_cast<uint8_t*>(static_cast<uintptr_t>(a.Get(0u).As<Napi::Number>().Int64Value()));
+  if (view.dtype == DType::I4) {
+    if (offset % 2 != 0) throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": an i4 view must start at an even element");
+    view.data = base + offset / 2;
+  } else {
+    view.data = base + offset * static_cast<int64_t>(dtypeSize(view.dtype));
+  }
+  return view;
+}
+// Optional device operand: null/undefined gives a View with data == nullptr.
+inline View optDeviceView(Napi::Env env, Napi::Value v, const char* what) {
+  if (v.IsNull() || v.IsUndefined()) return View{};
+  return toDeviceView(env, v, what);
+}
+
 // Runs a kernel body, mapping C++ failures onto coded JS errors.
 template <typename F>
 inline Napi::Value guarded(Napi::Env env, F&& body) {
@@ -108,5 +148,13 @@ void registerRandom(Napi::Env env, Napi::Object exports);
 void registerQuant(Napi::Env env, Napi::Object exports);
 void registerCuda(Napi::Env env, Napi::Object exports);
 void registerAttention(Napi::Env env, Napi::Object exports);
+// CUDA kernel families: each fills the `cuda` export object (bind_cuda.cpp creates it when the
+// addon was built with CUDA). Their kernels take the same names and arguments as the CPU ones,
+// with device views, so packages/core/src/backend/cuda.ts dispatches by name.
+void registerCudaRuntime(Napi::Env env, Napi::Object cuda);
+void registerCudaElementwise(Napi::Env env, Napi::Object cuda);
+void registerCudaNN(Napi::Env env, Napi::Object cuda);
+void registerCudaGemm(Napi::Env env, Napi::Object cuda);
+void registerCudaQuant(Napi::Env env, Napi::Object cuda);
 
 }  // namespace qdm::binding

@@ -1,0 +1,8 @@
+// CUDA bindings of the nn family (compiled only with CUDA). Placeholder until its kernels land.
+#include "binding/common.h"
+
+namespace qdm::binding {
+#ifdef QDM_WITH_CUDA
+void registerCudaNN(Napi::Env, Napi::Object) {}
+#endif
+}  // namespace qdm::binding
