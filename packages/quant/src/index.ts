@@ -7,3 +7,4 @@ export * from './quantizer.js';
 export * from './layers.js';
 export * from './calibrate.js';
 export * from './ptq.js';
+export * from './report.js';
