@@ -29,6 +29,14 @@ export interface QdmAddon {
   dequantize(codes: NativeView, scale: NativeView, zero: NativeView, colScale: NativeView | null, out: NativeView, mode: number, channels: number, inner: number, groupSize: number, cols: number): void;
   /** Fused CPU attention: f32 views of equal rank and batch shape; out contiguous [..., Lq, Dv]. */
   attentionForward(q: NativeView, k: NativeView, v: NativeView, mask: NativeView | null, out: NativeView, scale: number): void;
+  // Low-bit CPU GEMM (bind_qgemm.cpp; layouts in native/include/qdm/qgemm.h). packed: i8 [qgemmPackedBytes(n, k, bits)], rowSums: i32 [n].
+  qgemmPackedBytes(n: number, k: number, bits: 8 | 4): number;
+  qgemmPackWeights(codes: NativeView, packed: NativeView, rowSums: NativeView, bits: 8 | 4): void;
+  qgemmQuantizeActs(x: NativeView, codes: NativeView, scaleOut: NativeView, zeroOut: NativeView, dynamic: boolean, scale: number, zero: number, qmin: number, qmax: number, colFactor: NativeView | null): void;
+  qgemmLinear(codes: NativeView, actScale: NativeView, actZero: NativeView, packed: NativeView, rowSums: NativeView, wScale: NativeView, wZero: NativeView | null, bias: NativeView | null, out: NativeView, bits: 8 | 4, lowRankXa: NativeView | null, lowRankB: NativeView | null): void;
+  qgemmConv2d(x: NativeView, packed: NativeView, rowSums: NativeView, wScale: NativeView, wZero: NativeView | null, bias: NativeView | null, out: NativeView, bits: 8 | 4, kh: number, kw: number, strideH: number, strideW: number, padH: number, padW: number, dilH: number, dilW: number, scale: number, zero: number, qmin: number, qmax: number, colFactor: NativeView | null): void;
+  qgemmKernelInfo(): { name: string; mr: number; nr: number; available: string[] };
+  forceQgemmKernel(name: 'auto' | 'avx512-vnni' | 'avx2' | 'scalar'): boolean;
   [name: string]: unknown;
 }
 

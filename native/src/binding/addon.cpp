@@ -13,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerQuant(env, exports);
   registerCuda(env, exports);
   registerAttention(env, exports);
+  registerQGemm(env, exports);
   return exports;
 }
 }  // namespace qdm::binding

@@ -148,6 +148,7 @@ void registerRandom(Napi::Env env, Napi::Object exports);
 void registerQuant(Napi::Env env, Napi::Object exports);
 void registerCuda(Napi::Env env, Napi::Object exports);
 void registerAttention(Napi::Env env, Napi::Object exports);
+void registerQGemm(Napi::Env env, Napi::Object exports);
 // CUDA kernel families: each fills the `cuda` export object (bind_cuda.cpp creates it when the
 // addon was built with CUDA). Their kernels take the same names and arguments as the CPU ones,
 // with device views, so packages/core/src/backend/cuda.ts dispatches by name.

@@ -8,3 +8,4 @@ export * from './layers.js';
 export * from './calibrate.js';
 export * from './ptq.js';
 export * from './report.js';
+export * from './qgemm.js';

@@ -1,0 +1,341 @@
+// Low-bit GEMM driver (see qdm/qgemm.h for the math and the packed layouts), the portable scalar
+// micro-kernels, activation quantization and the quantized conv2d.
+//
+// Loop structure: the activations are packed per call into micro-panels of mr rows (k in groups
+// of 4, row sums on the side); tiles of (MC activation rows) x (8 weight panels) are spread over
+// the pool. Inside a tile each 16-row weight panel stays in L1/L2 while the mr-row activation
+// micro-panels of the block stream past it. K is never split, so each output element comes from
+// one micro-kernel call (integer sums are exact anyway: results never depend on the thread count).
+// The micro-kernel returns raw int32 sums; the epilogue (here, portable) removes the packing biases
+// and zero-point terms in int32 (wrap-around arithmetic, exact whenever the true sum fits, which
+// K <= 32768 guarantees), then scales to f32 and adds the bias.
+#include "qdm/qgemm.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "qdm/cpu.h"
+#include "qdm/gemm.h"
+#include "qdm/parallel.h"
+
+namespace qdm::cpu::qgemm {
+using detail::KernelDesc;
+using detail::MicroKernel;
+namespace {
+
+constexpr int64_t kMaxK = 32768;
+constexpr int SMR = 4;
+
+// ---- scalar micro-kernels (same packed layouts, plain integer loops) ----
+void scalarW8(int64_t kg, const int8_t* a, const uint8_t* w, int32_t* acc) {
+  int32_t t[SMR][kQPanel] = {};
+  for (int64_t g = 0; g < kg; ++g, a += SMR * 4, w += 64) {
+    const int8_t* ws = reinterpret_cast<const int8_t*>(w);
+    for (int i = 0; i < SMR; ++i)
+      for (int j = 0; j < kQPanel; ++j)
+        for (int kk = 0; kk < 4; ++kk) t[i][j] += int32_t(a[i * 4 + kk]) * int32_t(ws[j * 4 + kk]);
+  }
+  std::memcpy(acc, t, sizeof t);
+}
+void scalarW4(int64_t kg, const int8_t* a, const uint8_t* w, int32_t* acc) {
+  int32_t t[SMR][kQPanel] = {};
+  for (int64_t g = 0; g < kg; ++g, a += SMR * 4, w += 32) {
+    for (int b = 0; b < 32; ++b) {
+      const int r = b / 4, kk = b % 4;
+      const int32_t lo = w[b] & 15, hi = w[b] >> 4;
+      for (int i = 0; i < SMR; ++i) {
+        t[i][r] += int32_t(a[i * 4 + kk]) * lo;
+        t[i][r + 8] += int32_t(a[i * 4 + kk]) * hi;
+      }
+    }
+  }
+  std::memcpy(acc, t, sizeof t);
+}
+KernelDesc scalarKernel() { return {"scalar", SMR, 0, scalarW8, scalarW4}; }
+
+const KernelDesc* bestKernel() {
+  static const KernelDesc avx512 = detail::avx512VnniKernel(), avx2 = detail::avx2Kernel(), scalar = scalarKernel();
+  if (hasAvx512Vnni()) return &avx512;
+  if (hasAvx2()) return &avx2;
+  return &scalar;
+}
+std::atomic<const KernelDesc*> forced{nullptr};
+const KernelDesc& active() {
+  const KernelDesc* f = forced.load();
+  return f ? *f : *bestKernel();
+}
+
+inline int64_t groupsOf(int64_t k) { return (k + 3) / 4; }
+inline int64_t panelBytes(int64_t k, int bits) { return groupsOf(k) * (bits == 8 ? 64 : 32); }
+
+int32_t codeAt(const View& codes, int64_t e) {
+  if (codes.dtype == DType::I4) {
+    const uint8_t byte = static_cast<const uint8_t*>(codes.data)[e / 2];
+    const int nib = (e % 2 == 0) ? (byte & 15) : (byte >> 4);
+    return nib >= 8 ? nib - 16 : nib;
+  }
+  return static_cast<const int8_t*>(codes.data)[e];
+}
+
+// Packs rows [r0, r1) of the activation codes into mr-row micro-panels; rowSum[t] = sum_k qa[t, k].
+void packActivations(const Activations& a, int64_t K, int mr, int8_t* dst, int32_t* rowSum, int64_t p0, int64_t p1) {
+  const int64_t kg = groupsOf(K);
+  for (int64_t p = p0; p < p1; ++p) {
+    int8_t* d = dst + p * kg * 4 * mr;
+    for (int i = 0; i < mr; ++i) {
+      const int64_t t = p * mr + i;
+      if (t >= a.rows) {
+        for (int64_t g = 0; g < kg; ++g) std::memset(d + (g * mr + i) * 4, 0, 4);
+        continue;
+      }
+      const int8_t* s = a.codes + t * a.ld;
+      int32_t sum = 0;
+      const int64_t full = K / 4;
+      for (int64_t g = 0; g < full; ++g) {
+        int8_t* q = d + (g * mr + i) * 4;
+        std::memcpy(q, s + g * 4, 4);
+        sum += q[0] + q[1] + q[2] + q[3];
+      }
+      if (full < kg) {
+        int8_t* q = d + (full * mr + i) * 4;
+        for (int kk = 0; kk < 4; ++kk) {
+          const int64_t k = full * 4 + kk;
+          q[kk] = k < K ? s[k] : 0;
+          sum += q[kk];
+        }
+      }
+      rowSum[t] = sum;
+    }
+  }
+}
+
+// Epilogue of one tile: acc [mr][16] raw sums -> out for the m x n valid part.
+struct PanelTerms { int32_t rsW[kQPanel], zw[kQPanel], Kzw[kQPanel]; float sw[kQPanel], bias[kQPanel]; };
+
+void epilogue(const int32_t* acc, int mr, int m, int n, int64_t t0, const Activations& a, const int32_t* rowSumA,
+              const PanelTerms& pt, int bits, int w8ActBias, float* out, int64_t rsT, int64_t rsO) {
+  float y[kQPanel];
+  for (int i = 0; i < m; ++i) {
+    const int64_t t = t0 + i;
+    const float sa = a.scale[t * a.scaleStride];
+    const uint32_t za = static_cast<uint32_t>(static_cast<int32_t>(a.zero[t * a.scaleStride]));
+    const uint32_t rsA = static_cast<uint32_t>(rowSumA[t]);
+    const uint32_t biasA = za + static_cast<uint32_t>(bits == 8 ? w8ActBias : 0);
+    const uint32_t bias4 = bits == 4 ? 8u : 0u;
+    const int32_t* r = acc + i * kQPanel;
+    for (int j = 0; j < kQPanel; ++j) {
+      // sum (qa - za)(qw - zw) = raw - (packing bias + za) rsW - (nibble bias + zw) rsA + K za zw
+      const uint32_t v = static_cast<uint32_t>(r[j]) - biasA * static_cast<uint32_t>(pt.rsW[j]) -
+                         (bias4 + static_cast<uint32_t>(pt.zw[j])) * rsA + za * static_cast<uint32_t>(pt.Kzw[j]);
+      y[j] = static_cast<float>(static_cast<int32_t>(v)) * (sa * pt.sw[j]) + pt.bias[j];
+    }
+    float* o = out + t * rsT;
+    if (rsO == 1) std::memcpy(o, y, sizeof(float) * n);
+    else for (int j = 0; j < n; ++j) o[j * rsO] = y[j];
+  }
+}
+
+void panelTerms(const Weights& w, int64_t p, PanelTerms& pt) {
+  for (int j = 0; j < kQPanel; ++j) {
+    const int64_t o = p * kQPanel + j;
+    const bool in = o < w.n;
+    pt.rsW[j] = in ? w.rowSums[o] : 0;
+    pt.zw[j] = in && w.zero ? static_cast<int32_t>(w.zero[o]) : 0;
+    pt.Kzw[j] = static_cast<int32_t>(static_cast<uint32_t>(w.k) * static_cast<uint32_t>(pt.zw[j]));
+    pt.sw[j] = in ? w.scale[o] : 0.0f;
+    pt.bias[j] = in && w.bias ? w.bias[o] : 0.0f;
+  }
+}
+
+}  // namespace
+
+int64_t packedBytes(int64_t n, int64_t k, int bits) { return (n + kQPanel - 1) / kQPanel * panelBytes(k, bits); }
+
+void packWeights(const View& codes, int bits, uint8_t* packed, int32_t* rowSums) {
+  if (bits != 8 && bits != 4) throw KernelError("QDM_BAD_ARGUMENT", "qgemmPackWeights: bits must be 8 or 4, got " + std::to_string(bits));
+  if ((codes.ndim != 2 && codes.ndim != 4) || !codes.contiguous())
+    throw KernelError("QDM_BAD_ARGUMENT", "qgemmPackWeights: codes must be a contiguous 2-d [n, k] or 4-d [O, C, kh, kw] view");
+  const DType need = bits == 8 ? DType::I8 : DType::I4;
+  if (codes.dtype != need) throw KernelError("QDM_DTYPE", std::string("qgemmPackWeights: ") + std::to_string(bits) + "-bit weights need " + dtypeName(need) + " codes, got " + dtypeName(codes.dtype));
+  // 4-d conv weights: the reduction is reordered from (c, kh, kw) to (kh, kw, c), the order of
+  // the channels-last im2row rows of conv2d below.
+  const bool conv = codes.ndim == 4;
+  const int64_t C = conv ? codes.shape[1] : 1, KH = conv ? codes.shape[2] : 1, KW = conv ? codes.shape[3] : 1;
+  const int64_t n = codes.shape[0], k = conv ? C * KH * KW : codes.shape[1], kg = groupsOf(k), pb = panelBytes(k, bits);
+  auto srcK = [&](int64_t kk) { return conv ? ((kk % C) * KH + (kk / C) / KW) * KW + (kk / C) % KW : kk; };
+  const int64_t panels = (n + kQPanel - 1) / kQPanel;
+  parallelFor(panels, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      uint8_t* d = packed + p * pb;
+      for (int j = 0; j < kQPanel; ++j) {
+        const int64_t o = p * kQPanel + j;
+        int32_t sum = 0;
+        for (int64_t kk = 0; kk < kg * 4; ++kk) {
+          int32_t q = 0;
+          if (o < n && kk < k) q = std::max(codeAt(codes, o * k + srcK(kk)), bits == 8 ? -127 : -8);
+          sum += q;
+          const int64_t g = kk / 4, b = kk % 4;
+          if (bits == 8) {
+            d[g * 64 + j * 4 + b] = static_cast<uint8_t>(static_cast<int8_t>(q));
+          } else {
+            uint8_t& byte = d[g * 32 + (j % 8) * 4 + b];
+            const uint8_t nib = static_cast<uint8_t>(q + 8);
+            byte = j < 8 ? static_cast<uint8_t>((byte & 0xF0) | nib) : static_cast<uint8_t>((byte & 0x0F) | (nib << 4));
+          }
+        }
+        if (o < n) rowSums[o] = sum;
+      }
+    }
+  });
+}
+
+void gemm(const Activations& a, const Weights& w, float* out, int64_t rsT, int64_t rsO, bool threaded) {
+  const int64_t T = a.rows, N = w.n, K = w.k;
+  if (T <= 0 || N <= 0) return;
+  if (K > kMaxK) throw KernelError("QDM_UNSUPPORTED", "qgemm: K = " + std::to_string(K) + " is over the supported " + std::to_string(kMaxK));
+  const KernelDesc& kd = active();
+  const int mr = kd.mr;
+  const int64_t kg = groupsOf(K), pb = panelBytes(K, w.bits);
+  const int64_t aPanels = (T + mr - 1) / mr, wPanels = (N + kQPanel - 1) / kQPanel;
+  const bool par = threaded && numThreads() > 1 && T * N * K >= 64 * 64 * 64;
+
+  thread_local std::vector<int8_t> apack;
+  thread_local std::vector<int32_t> rowSumA;
+  apack.resize(static_cast<size_t>(aPanels * kg * 4 * mr));
+  rowSumA.resize(static_cast<size_t>(T));
+  int8_t* ap = apack.data();
+  int32_t* rsa = rowSumA.data();
+  if (par) parallelFor(aPanels, 16, [&](int64_t p0, int64_t p1) { packActivations(a, K, mr, ap, rsa, p0, p1); });
+  else packActivations(a, K, mr, ap, rsa, 0, aPanels);
+
+  const MicroKernel uk = w.bits == 8 ? kd.w8 : kd.w4;
+  const int64_t MC = static_cast<int64_t>(mr) * 24, PG = 8;
+  const int64_t rowBlocks = (T + MC - 1) / MC, colGroups = (wPanels + PG - 1) / PG;
+  auto task = [&](int64_t tIdx) {
+    const int64_t ib = tIdx / colGroups, gi = tIdx % colGroups;
+    const int64_t r0 = ib * MC, r1 = std::min(T, r0 + MC);
+    alignas(64) int32_t acc[16 * kQPanel];
+    PanelTerms pt;
+    for (int64_t p = gi * PG; p < std::min(wPanels, (gi + 1) * PG); ++p) {
+      panelTerms(w, p, pt);
+      const uint8_t* wp = w.packed + p * pb;
+      const int n = static_cast<int>(std::min<int64_t>(kQPanel, N - p * kQPanel));
+      for (int64_t t0 = r0; t0 < r1; t0 += mr) {
+        uk(kg, ap + (t0 / mr) * kg * 4 * mr, wp, acc);
+        epilogue(acc, mr, static_cast<int>(std::min<int64_t>(mr, T - t0)), n, t0, a, rsa, pt, w.bits, kd.w8ActBias,
+                 out + p * kQPanel * rsO, rsT, rsO);
+      }
+    }
+  };
+  if (par) parallelTasks(rowBlocks * colGroups, task);
+  else for (int64_t t = 0; t < rowBlocks * colGroups; ++t) task(t);
+}
+
+void quantizeActivations(const float* x, int64_t T, int64_t K, bool dynamic, float scale, float zero, float qmin,
+                         float qmax, const float* col, int8_t* codes, float* scaleOut, float* zeroOut) {
+  if (!dynamic && !(scale > 0.0f)) throw KernelError("QDM_BAD_ARGUMENT", "quantizeActivations: the scale must be positive");
+  if (dynamic && !(qmax >= 1.0f && qmax <= 127.0f)) throw KernelError("QDM_BAD_ARGUMENT", "quantizeActivations: dynamic qmax must lie in [1, 127]");
+  const float shift = (!dynamic && qmax > 127.0f) ? 128.0f : 0.0f;
+  if (!dynamic && (qmin - shift < -128.0f || qmax - shift > 127.0f))
+    throw KernelError("QDM_BAD_ARGUMENT", "quantizeActivations: the range [" + std::to_string(qmin) + ", " + std::to_string(qmax) + "] does not fit 8 bits");
+  auto rows = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* xr = x + t * K;
+      int8_t* q = codes + t * K;
+      if (dynamic) {
+        float m = 0.0f;
+        for (int64_t k = 0; k < K; ++k) m = std::max(m, std::fabs(col ? xr[k] / col[k] : xr[k]));
+        float r = m / qmax;
+        if (!(r > 0.0f) || !std::isfinite(r)) r = 1.0f;
+        for (int64_t k = 0; k < K; ++k) {
+          const float s = col ? r * col[k] : r;
+          q[k] = static_cast<int8_t>(std::min(std::max(std::nearbyint(xr[k] / s), -qmax), qmax));
+        }
+        scaleOut[t] = r;
+        zeroOut[t] = 0.0f;
+      } else {
+        for (int64_t k = 0; k < K; ++k) {
+          const float s = col ? scale * col[k] : scale;
+          q[k] = static_cast<int8_t>(std::min(std::max(std::nearbyint(xr[k] / s) + zero, qmin), qmax) - shift);
+        }
+        scaleOut[t] = scale;
+        zeroOut[t] = zero - shift;
+      }
+    }
+  };
+  parallelFor(T, std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)), rows);
+}
+
+void conv2d(const View& x, const Weights& w, const QConvParams& p, float scale, float zero, float qmin, float qmax,
+            const float* col, const View& out) {
+  auto fail = [](const std::string& m) { throw KernelError("QDM_SHAPE_MISMATCH", "quantConv2d: " + m); };
+  if (x.ndim != 4 || out.ndim != 4 || !x.contiguous() || !out.contiguous()) fail("x and out must be contiguous 4-d views");
+  if (x.dtype != DType::F32 || out.dtype != DType::F32) throw KernelError("QDM_DTYPE", "quantConv2d: f32 input and output only");
+  if (!(scale > 0.0f)) throw KernelError("QDM_BAD_ARGUMENT", "quantConv2d: the activation scale must be positive");
+  const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+  const int64_t OH = out.shape[2], OW = out.shape[3], P = OH * OW, Kc = C * p.kh * p.kw;
+  if (w.k != Kc) fail("weight reduction size " + std::to_string(w.k) + " != C*kh*kw = " + std::to_string(Kc));
+  if (out.shape[0] != N || out.shape[1] != w.n) fail("output batch/channels mismatch");
+  const float shift = qmax > 127.0f ? 128.0f : 0.0f;
+  if (qmin - shift < -128.0f || qmax - shift > 127.0f) throw KernelError("QDM_BAD_ARGUMENT", "quantConv2d: the activation range does not fit 8 bits");
+  const int8_t zc = static_cast<int8_t>(zero - shift);  // a float 0 is the code z, and so is the padding
+  const float* px = x.ptr<float>();
+  float* py = out.ptr<float>();
+  const bool direct = p.kh == 1 && p.kw == 1 && p.strideH == 1 && p.strideW == 1 && p.padH == 0 && p.padW == 0;
+  std::vector<int8_t> hwc(static_cast<size_t>(H * W * C));
+  std::vector<int8_t> rowsBuf(direct ? 0 : static_cast<size_t>(P * Kc));
+  const float za = zero - shift;
+  for (int64_t n = 0; n < N; ++n) {
+    const float* xi = px + n * C * H * W;
+    // Quantize once, channels last: an im2row row is then kh*kw runs of C contiguous codes,
+    // matching the (kh, kw, c) reduction order the 4-d weights were packed in.
+    parallelFor(H * W, std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1)), [&](int64_t s0, int64_t s1) {
+      for (int64_t c = 0; c < C; ++c) {
+        const float s = col ? scale * col[c] : scale;
+        const float* xc = xi + c * H * W;
+        for (int64_t s_ = s0; s_ < s1; ++s_)
+          hwc[s_ * C + c] = static_cast<int8_t>(std::min(std::max(std::nearbyint(xc[s_] / s) + zero, qmin), qmax) - shift);
+      }
+    });
+    const int8_t* A = hwc.data();
+    if (!direct) {
+      int8_t* R = rowsBuf.data();
+      parallelFor(P, 64, [&](int64_t q0, int64_t q1) {
+        for (int64_t q = q0; q < q1; ++q) {
+          const int64_t oh = q / OW, ow = q % OW;
+          int8_t* dst = R + q * Kc;
+          for (int64_t kh = 0; kh < p.kh; ++kh) {
+            const int64_t ih = oh * p.strideH - p.padH + kh * p.dilH;
+            for (int64_t kw = 0; kw < p.kw; ++kw, dst += C) {
+              const int64_t iw = ow * p.strideW - p.padW + kw * p.dilW;
+              if (ih < 0 || ih >= H || iw < 0 || iw >= W) std::memset(dst, static_cast<uint8_t>(zc), C);
+              else std::memcpy(dst, hwc.data() + (ih * W + iw) * C, C);
+            }
+          }
+        }
+      });
+      A = R;
+    }
+    Activations acts{A, P, Kc, &scale, &za, 0};
+    gemm(acts, w, py + n * w.n * P, 1, P, true);
+  }
+}
+
+const char* kernelName() { return active().name; }
+int kernelRows() { return active().mr; }
+
+bool forceKernel(const char* name) {
+  static const KernelDesc avx512 = detail::avx512VnniKernel(), avx2 = detail::avx2Kernel(), scalar = scalarKernel();
+  const std::string s = name ? name : "";
+  if (s == "auto" || s.empty()) { forced.store(nullptr); return true; }
+  if (s == "avx512-vnni" && hasAvx512Vnni()) { forced.store(&avx512); return true; }
+  if (s == "avx2" && hasAvx2()) { forced.store(&avx2); return true; }
+  if (s == "scalar") { forced.store(&scalar); return true; }
+  return false;
+}
+
+}  // namespace qdm::cpu::qgemm

@@ -1,0 +1,170 @@
+// Real low-bit execution on the CPU: int8 x int8 -> int32 GEMM with an f32 epilogue (W8A8, W4A8,
+// W4A4) and a quantized conv2d, on the native kernels of native/src/cpu/qgemm*.cpp.
+// Weights are packed once (packWeights) into the micro-kernel's panel order, with their per-row
+// code sums for the zero-point terms; activations are quantized per call (a static per-tensor
+// scale or dynamic per-token scales). Scales, zero points, bias and a low-rank branch are all
+// applied in the epilogue; an input-channel factor (smoothing, separable scales) varies along the
+// reduction, so it is divided into the activations before they are quantized instead, and the
+// weights must have been quantized with it multiplied in.
+// Inference only: these ops record no autograd graph, and refuse inputs that require grad while
+// grad mode is on (wrap the call in noGrad).
+import { ArgumentError, DTypeError, QdmError, ShapeError, Tensor, asF32, contiguous, empty, isGradEnabled, kernel, matmul, shapeStr } from '@qdm/core';
+
+/** Weights packed for the low-bit GEMM: n output channels (rows) by k reduction codes. */
+export interface PackedWeights {
+  /** Packed panels (i8 bytes; layout in native/include/qdm/qgemm.h). */
+  packed: Tensor;
+  /** i32 [n]: sum of each row's codes (after 8-bit codes are clamped to [-127, 127]). */
+  rowSums: Tensor;
+  n: number;
+  k: number;
+  bits: 8 | 4;
+  /** f32 [n] per output channel. */
+  scale: Tensor;
+  /** f32 [n] integer-valued weight zero points, when the weights are asymmetric. */
+  zeroPoint?: Tensor;
+  /** Set when packed from 4-d conv codes [O, C, kh, kw]: the reduction runs in (kh, kw, c) order. */
+  conv?: { c: number; kh: number; kw: number };
+}
+
+/** Static per-tensor activation quantization: code = clamp(rne(x / scale) + zeroPoint, qmin, qmax). */
+export interface ActQuant { scale: number; zeroPoint: number; qmin: number; qmax: number }
+/** Dynamic symmetric per-token quantization with codes in [-qmax, qmax] ('dynamic' is qmax 127; 7 for A4). */
+export interface DynamicActQuant { dynamic: true; qmax: number }
+export type ActSpec = ActQuant | 'dynamic' | DynamicActQuant;
+
+const f32 = (t: Tensor) => contiguous(asF32(t));
+
+function checkFloat(x: Tensor, op: string): void {
+  if (!['f32', 'f16', 'bf16'].includes(x.dtype)) throw new DTypeError(`${op}: expected a floating-point input, got ${x.dtype}`);
+  if (x.device !== 'cpu') throw new ArgumentError(`${op}: the low-bit kernels run on the CPU; got a ${x.device} tensor`);
+  if (x.requiresGrad && isGradEnabled()) throw new ArgumentError(`${op}: inference only (no gradients through integer kernels); run it under noGrad`);
+}
+
+function vec(t: Tensor | undefined, n: number, what: string, op: string): Tensor | null {
+  if (!t) return null;
+  if (t.numel !== n) throw new ShapeError(`${op}: ${what} ${shapeStr(t.shape)} must have ${n} entries`);
+  return f32(t);
+}
+
+/**
+ * Packs weight codes once: i8 [n, k] (8 bits, -128 is clamped to -127), i4 [n, k] (4 bits), or
+ * 4-d conv codes [O, C, kh, kw] (i8 or i4). scale: f32 [n] per output channel.
+ */
+export function packWeights(codes: Tensor, scale: Tensor, zeroPoint?: Tensor): PackedWeights {
+  const op = 'packWeights';
+  if (codes.dtype !== 'i8' && codes.dtype !== 'i4') throw new DTypeError(`${op}: weight codes must be i8 or i4, got ${codes.dtype}`);
+  if (codes.ndim !== 2 && codes.ndim !== 4) throw new ShapeError(`${op}: codes must be [n, k] or [O, C, kh, kw], got ${shapeStr(codes.shape)}`);
+  const bits = codes.dtype === 'i8' ? 8 : 4;
+  const n = codes.shape[0]!, k = codes.numel / Math.max(n, 1);
+  if (n < 1 || k < 1) throw new ShapeError(`${op}: empty weight ${shapeStr(codes.shape)}`);
+  const sc = vec(scale, n, 'scale', op)!.clone();
+  const zp = zeroPoint ? vec(zeroPoint, n, 'zeroPoint', op)!.clone() : undefined;
+  const bytes = kernel('qgemmPackedBytes', n, k, bits) as number;
+  const packed = empty([bytes], 'i8', 'cpu'), rowSums = empty([n], 'i32', 'cpu');
+  kernel('qgemmPackWeights', contiguous(codes), packed, rowSums, bits);
+  const conv = codes.ndim === 4 ? { c: codes.shape[1]!, kh: codes.shape[2]!, kw: codes.shape[3]! } : undefined;
+  return { packed, rowSums, n, k, bits, scale: sc, ...(zp ? { zeroPoint: zp } : {}), ...(conv ? { conv } : {}) };
+}
+
+function checkAct(act: ActSpec, op: string): { dynamic: boolean; scale: number; zero: number; qmin: number; qmax: number } {
+  if (act === 'dynamic') return { dynamic: true, scale: 1, zero: 0, qmin: -127, qmax: 127 };
+  if ('dynamic' in act) {
+    if (!Number.isInteger(act.qmax) || act.qmax < 1 || act.qmax > 127) throw new ArgumentError(`${op}: dynamic qmax must be an integer in [1, 127], got ${act.qmax}`);
+    return { dynamic: true, scale: 1, zero: 0, qmin: -act.qmax, qmax: act.qmax };
+  }
+  const { scale, zeroPoint, qmin, qmax } = act;
+  if (!(scale > 0) || !Number.isFinite(scale)) throw new ArgumentError(`${op}: activation scale must be positive, got ${scale}`);
+  if (![zeroPoint, qmin, qmax].every(Number.isInteger) || qmin >= qmax) throw new ArgumentError(`${op}: bad activation range [${qmin}, ${qmax}] / zero point ${zeroPoint}`);
+  const shift = qmax > 127 ? 128 : 0;
+  if (qmin - shift < -128 || qmax - shift > 127) throw new ArgumentError(`${op}: activation range [${qmin}, ${qmax}] does not fit 8 bits`);
+  return { dynamic: false, scale, zero: zeroPoint, qmin, qmax };
+}
+
+/**
+ * Quantizes activations x [..., K] to i8 codes of x's shape with per-row scale and zero point
+ * (f32 [rows]). An unsigned static range (qmax > 127) is stored shifted by -128, zero point too.
+ * colFactor [K] is divided into x first: code = rne(x / fp32(scale * colFactor[k])), as fakeQuant's
+ * separable granularity.
+ */
+export function quantizeActivations(x: Tensor, act: ActSpec, colFactor?: Tensor): { codes: Tensor; scale: Tensor; zeroPoint: Tensor } {
+  const op = 'quantizeActivations';
+  checkFloat(x, op);
+  if (x.ndim < 1) throw new ShapeError(`${op}: expected at least 1-d input`);
+  const a = checkAct(act, op);
+  const K = x.shape[x.ndim - 1]!, T = x.numel / Math.max(K, 1);
+  const col = vec(colFactor, K, 'colFactor', op);
+  const codes = empty(x.shape, 'i8', 'cpu'), scale = empty([T], 'f32', 'cpu'), zeroPoint = empty([T], 'f32', 'cpu');
+  if (x.numel > 0) kernel('qgemmQuantizeActs', f32(x).reshape([T, K]), codes.reshape([T, K]), scale, zeroPoint, a.dynamic, a.scale, a.zero, a.qmin, a.qmax, col);
+  return { codes, scale, zeroPoint };
+}
+
+/** y = dequant(quant(x)) @ dequant(W)^T (+ bias, + low-rank (x A) B), computed in integers. f32 [..., n]. */
+export function quantLinear(x: Tensor, w: PackedWeights, act: ActSpec, opts: { bias?: Tensor; colFactor?: Tensor; lowRank?: { xa?: Tensor; a?: Tensor; b: Tensor } } = {}): Tensor {
+  const op = 'quantLinear';
+  checkFloat(x, op);
+  const K = x.shape[x.ndim - 1];
+  if (K !== w.k) throw new ShapeError(`${op}: input ${shapeStr(x.shape)} has ${K} features, the weights take ${w.k}`);
+  if (w.conv && w.conv.kh * w.conv.kw !== 1) throw new ArgumentError(`${op}: these weights were packed from ${w.conv.kh}x${w.conv.kw} conv codes (reduction reordered); use quantConv2d`);
+  const T = x.numel / K;
+  const q = quantizeActivations(x, act, opts.colFactor);
+  const bias = vec(opts.bias, w.n, 'bias', op);
+  let xa: Tensor | null = null, b: Tensor | null = null;
+  if (opts.lowRank) {
+    const lr = opts.lowRank;
+    b = f32(lr.b);
+    if (b.ndim !== 2 || b.shape[1] !== w.n) throw new ShapeError(`${op}: low-rank b ${shapeStr(lr.b.shape)} must be [r, ${w.n}]`);
+    if (lr.xa) xa = f32(lr.xa).reshape([-1, lr.xa.shape[lr.xa.ndim - 1]!]);
+    else if (lr.a) xa = f32(matmul(f32(x).reshape([T, K]), f32(lr.a)));
+    else throw new ArgumentError(`${op}: lowRank needs xa [tokens, r] or a [k, r]`);
+    if (xa.shape[0] !== T || xa.shape[1] !== b.shape[0]) throw new ShapeError(`${op}: low-rank xa ${shapeStr(xa.shape)} must be [${T}, ${b.shape[0]}]`);
+  }
+  const out = empty([T, w.n], 'f32', 'cpu');
+  if (T > 0) kernel('qgemmLinear', q.codes.reshape([T, K]), q.scale, q.zeroPoint, w.packed, w.rowSums, w.scale, w.zeroPoint ?? null, bias, out, w.bits, xa, b);
+  return out.reshape([...x.shape.slice(0, -1), w.n]);
+}
+
+function pair(v: number | [number, number] | undefined, dflt: number, what: string): [number, number] {
+  const p: [number, number] = v === undefined ? [dflt, dflt] : typeof v === 'number' ? [v, v] : v;
+  if (!p.every(Number.isInteger)) throw new ArgumentError(`quantConv2d: ${what} must be integers, got ${String(v)}`);
+  return p;
+}
+
+/**
+ * 2-d convolution of x (f32 NCHW) with packed [O, C, kh, kw] weights: the input is quantized once
+ * (static per tensor; padding is the zero-point code, since a float 0 is the code z), im2row runs
+ * on the codes, and the integer GEMM writes NCHW f32 directly. colFactor: [C] per input channel.
+ */
+export function quantConv2d(x: Tensor, w: PackedWeights, kernelSize: [number, number], act: ActQuant,
+  opts: { bias?: Tensor; colFactor?: Tensor; stride?: number | [number, number]; padding?: number | [number, number]; dilation?: number | [number, number]; groups?: number } = {}): Tensor {
+  const op = 'quantConv2d';
+  checkFloat(x, op);
+  if (x.ndim !== 4) throw new ShapeError(`${op}: expected NCHW input, got ${shapeStr(x.shape)}`);
+  if ((opts.groups ?? 1) !== 1) throw new QdmError('QDM_UNSUPPORTED', `${op}: groups = ${opts.groups} is not supported (groups = 1 only)`);
+  if (act === ('dynamic' as unknown) || 'dynamic' in act) throw new ArgumentError(`${op}: needs a static per-tensor activation quantizer`);
+  const a = checkAct(act, op);
+  const [kh, kw] = kernelSize;
+  const [N, C, H, W] = x.shape as [number, number, number, number];
+  if (!Number.isInteger(kh) || !Number.isInteger(kw) || kh < 1 || kw < 1) throw new ArgumentError(`${op}: bad kernel size ${String(kernelSize)}`);
+  if (C * kh * kw !== w.k) throw new ShapeError(`${op}: input channels ${C} x ${kh}x${kw} = ${C * kh * kw}, the weights take ${w.k}`);
+  if (kh * kw > 1 && !(w.conv && w.conv.kh === kh && w.conv.kw === kw && w.conv.c === C))
+    throw new ArgumentError(`${op}: pack the 4-d weight codes [O, ${C}, ${kh}, ${kw}] with packWeights (the reduction order differs from a 2-d [O, C*kh*kw] packing)`);
+  const [sH, sW] = pair(opts.stride, 1, 'stride'), [pH, pW] = pair(opts.padding, 0, 'padding'), [dH, dW] = pair(opts.dilation, 1, 'dilation');
+  if (sH < 1 || sW < 1 || dH < 1 || dW < 1 || pH < 0 || pW < 0) throw new ArgumentError(`${op}: invalid stride/padding/dilation`);
+  const OH = Math.floor((H + 2 * pH - dH * (kh - 1) - 1) / sH) + 1, OW = Math.floor((W + 2 * pW - dW * (kw - 1) - 1) / sW) + 1;
+  if (OH < 1 || OW < 1) throw new ShapeError(`${op}: input ${shapeStr(x.shape)} is smaller than the ${kh}x${kw} kernel`);
+  const out = empty([N, w.n, OH, OW], 'f32', 'cpu');
+  const bias = vec(opts.bias, w.n, 'bias', op), col = vec(opts.colFactor, C, 'colFactor', op);
+  if (N > 0) kernel('qgemmConv2d', f32(x), w.packed, w.rowSums, w.scale, w.zeroPoint ?? null, bias, out, w.bits, kh, kw, sH, sW, pH, pW, dH, dW, a.scale, a.zero, a.qmin, a.qmax, col);
+  return out;
+}
+
+/** The micro-kernel in use and the ones this CPU can run. */
+export function qgemmKernelInfo(): { name: string; mr: number; nr: number; available: string[] } {
+  return kernel('qgemmKernelInfo') as { name: string; mr: number; nr: number; available: string[] };
+}
+
+/** Tests and benchmarks: pin 'avx512-vnni' | 'avx2' | 'scalar', or 'auto'. False when unavailable here. */
+export function forceQgemmKernel(name: 'auto' | 'avx512-vnni' | 'avx2' | 'scalar'): boolean {
+  return kernel('forceQgemmKernel', name) as boolean;
+}
