@@ -9,3 +9,4 @@ export * from './calibrate.js';
 export * from './ptq.js';
 export * from './report.js';
 export * from './qgemm.js';
+export * from './integer.js';

@@ -32,6 +32,11 @@ abstract class QuantLayerBase extends Module {
   quantActivations = true;
   readonly weightBits: number;
   readonly actBits: number | null;
+  /**
+   * Integer execution (integer.ts sets it via toIntegerExecution): runs the layer on the packed
+   * integer GEMM; returns null to fall back to fake quant (e.g. when gradients are needed).
+   */
+  integerForward: ((x: Tensor) => Tensor | null) | null = null;
 
   /** `quantizedPart`: the slice of the weight the (first) weight quantizer covers (the whole weight unless split). */
   constructor(weight: Tensor, bias: Tensor | null, opts: QuantLayerOptions, quantizedPart: Tensor = weight) {
@@ -65,7 +70,11 @@ export class QuantLinear extends QuantLayerBase {
     this.outFeatures = source.outFeatures;
     this.training = source.training;
   }
-  forward(x: Tensor): Tensor { return linear(this.quantInput(x), this.effectiveWeight(), this.bias); }
+  forward(x: Tensor): Tensor {
+    const y = this.integerForward?.(x);
+    if (y) return y;
+    return linear(this.quantInput(x), this.effectiveWeight(), this.bias);
+  }
 }
 
 export class QuantConv2d extends QuantLayerBase {
@@ -116,6 +125,8 @@ export class QuantConv2d extends QuantLayerBase {
     return concat([this.weight_quantizer.call(slice(this.weight, 1, 0, this.split)), this.weight_quantizer_0!.call(slice(this.weight, 1, this.split))], 1);
   }
   forward(x: Tensor): Tensor {
+    const y = this.integerForward?.(x);
+    if (y) return y;
     return conv2d(this.quantInput(x), this.effectiveWeight(), this.bias, { stride: this.stride, padding: this.padding, dilation: this.dilation, groups: this.groups });
   }
 }
