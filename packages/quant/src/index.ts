@@ -10,3 +10,4 @@ export * from './ptq.js';
 export * from './report.js';
 export * from './qgemm.js';
 export * from './integer.js';
+export * from './checkpoint.js';

@@ -3,14 +3,15 @@
 // to quantLinear / quantConv2d. The fake-quant layer stays in place (weights, quantizers, state
 // dict untouched), so fromIntegerExecution() simply switches back, e.g. for fine-tuning.
 //
-// Exactness: the GEMM's weight operand is d = q - z (the code minus its zero point), which is
+// Exactness: the GEMM computes with q - z (the weight code minus its zero point), which is
 // exactly what fake quant multiplies by the scale, so the integer model uses the same codes and
 // the same round-half-even activation codes as the fake-quant model; only the f32 summation order
-// differs (~1e-6 relative). A layer runs in integers when d fits the GEMM's operand range
-// ([-8, 7] -> packed 4-bit, [-127, 127] -> 8-bit): symmetric per-channel / per-tensor weights of
-// 2..8 bits (unless an MSE-clipped range produced the code -128), and asymmetric weights of up to
-// 7 bits (d spans at most 2^bits - 1 levels around 0; executed as 8-bit operands). Asymmetric
-// 8-bit weights (d up to +-255) stay fake-quant.
+// differs (~1e-7 relative per layer). Weight operands, smallest first (buildOperand): q - z in
+// [-8, 7] (packed 4-bit: symmetric W4), 16-level codes shifted into [-8, 7] with a zero point
+// (asymmetric W4), q - z in [-127, 127] (symmetric W8, asymmetric up to 7 bits), codes shifted into
+// [-127, 127] with a zero point. Asymmetric 8-bit weights that use all 256 levels, and symmetric
+// ones where an MSE-clipped range produced the code -128 (the GEMM clamps -128 to -127), stay
+// fake-quant, as do per-group scales and per-channel scales off axis 0.
 //
 // Not exact, listed under `approximate` in the report:
 //  - Linear layers without activation quantization run with dynamic per-token 8-bit activations
