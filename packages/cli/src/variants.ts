@@ -1,8 +1,8 @@
 // The demo's variants: full precision first (the reference every other row is compared
 // with), then each method. A method package adds its variant here as it lands.
 import { applyCache } from '@qdm/cache';
-import { quantize } from '@qdm/quant';
-import { tensor, sample, type Module, type Tensor, type Scheduler } from '@qdm/core';
+import { quantize, toIntegerExecution } from '@qdm/quant';
+import { byteSize, tensor, sample, type Module, type Scheduler } from '@qdm/core';
 import { NULL_CLASS } from '@qdm/digits';
 import type { UNet } from './pipeline.js';
 
@@ -29,15 +29,19 @@ function deepCache(interval: number): DemoVariant {
 /**
  * Q-Diffusion-style PTQ, data-free: activation ranges are calibrated on the full-precision
  * model's own sampling trajectories (every step, so each step's table entry sees its inputs).
- * Fake quantization: the accuracy of the low-bit model, on the float kernels (no speed-up yet).
+ * Then every layer that can runs on the integer GEMM (@qdm/quant toIntegerExecution: packed
+ * int8/int4 weights, int32 accumulation), the rest stays fake-quant; `cache` adds DeepCache on
+ * top, so the two speed-ups compose.
  */
-function ptq(weightBits: number, actBits: number): DemoVariant {
+function ptq(weightBits: number, actBits: number, cache?: number): DemoVariant {
   return {
-    name: `W${weightBits}A${actBits} PTQ`,
+    name: `W${weightBits}A${actBits} PTQ${cache ? ` + DeepCache N=${cache}` : ''}`,
     prepare: async (unet, ctx) => {
       const calibLabels = Array.from({ length: 10 }, (_, i) => i);
-      const { summary } = await quantize(unet, {
-        weights: { bits: weightBits, granularity: 'channel' },
+      await quantize(unet, {
+        // 8-bit weights symmetric: the integer GEMM's weight operand is [-127, 127] (an asymmetric
+        // 8-bit code minus its zero point does not fit int8); 4-bit keeps its zero point (q - z fits).
+        weights: { bits: weightBits, granularity: 'channel', ...(weightBits === 8 ? { symmetric: true } : {}) },
         activations: { bits: actBits, granularity: 'tensor' },
         // Min-max ranges: the MSE search of the reference is a JS loop today, too slow for the demo's budget.
         calibrator: 'minmax',
@@ -47,11 +51,21 @@ function ptq(weightBits: number, actBits: number): DemoVariant {
           cond: { classLabels: tensor(calibLabels, { dtype: 'i64' }) }, uncond: { classLabels: tensor(calibLabels.map(() => NULL_CLASS), { dtype: 'i64' }) },
         }),
       });
-      // Size the weights as they would be stored: quantized layers at their bit width, the rest in fp32.
-      let bytes = 0;
-      const quantized = new Map(summary.layers.map((l) => [`${l.name}.weight`, l.weightBits]));
-      for (const [name, p] of unet.namedParameters()) bytes += (p as Tensor).numel * ((quantized.get(name) ?? 32) / 8);
-      return { unet, weightsMB: bytes / 2 ** 20, note: () => 'simulated' };
+      const report = toIntegerExecution(unet);
+      // Weights as executed: the integer layers' packed operands, every other parameter in fp32.
+      let floatBytes = 0;
+      for (const p of unet.parameters()) floatBytes += byteSize(p.dtype, p.numel);
+      const bytes = floatBytes - report.weightBytes.float + report.weightBytes.packed;
+      const handle = cache ? applyCache(unet, { interval: cache, branch: 0 }) : null;
+      const layers = `${report.integer.length}/${report.integer.length + report.fakeQuant.length} layers int`;
+      return {
+        unet, weightsMB: bytes / 2 ** 20,
+        note: () => {
+          if (!handle) return layers;
+          const r = handle.report();
+          return `${layers}, ${r.fullSteps.length}/${new Set(r.steps.map((st) => st.stepIndex)).size} steps full`;
+        },
+      };
     },
   };
 }
@@ -63,5 +77,6 @@ export function demoVariants(): DemoVariant[] {
     deepCache(5),
     ptq(8, 8),
     ptq(4, 8),
+    ptq(8, 8, 3),
   ];
 }
