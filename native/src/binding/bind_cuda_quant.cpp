@@ -141,6 +141,126 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
     return env.Undefined();
   });
 }
+
+// ---- 8-bit GEMM (bind_qgemm.cpp's names and argument lists) -----------------------------------
+// qgemmPackedBytes(n, k, bits) -> number (the CUDA layout's size)
+Napi::Value QgPackedBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Napi::Number::New(env, static_cast<double>(cuda::qgemmPackedBytes(intArg(info, 0), intArg(info, 1), static_cast<int>(intArg(info, 2)))));
+}
+// qgemmPackWeights(codes i8|i4|f8e4m3 [n,k] (or [O,C,1,1]), packed i8, rowSums i32 [n] (null allowed for f8e4m3), bits)
+Napi::Value QgPackWeights(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&] {
+    View codes = toDeviceView(env, info[0], "codes");
+    View packed = needDense(env, info[1], "packed", DType::I8);
+    const bool fp8 = codes.dtype == DType::F8E4M3;
+    View rs = (fp8 && (info[2].IsNull() || info[2].IsUndefined())) ? View{} : needDense(env, info[2], "rowSums", DType::I32);
+    const int bits = static_cast<int>(intArg(info, 3));
+    if (!codes.contiguous()) throwCode(env, "QDM_BAD_ARGUMENT", "qgemmPackWeights: codes must be contiguous");
+    if (codes.ndim == 4 && codes.shape[2] * codes.shape[3] != 1)
+      throwCode(env, "QDM_UNSUPPORTED", "qgemmPackWeights: CUDA has no quantized conv2d yet; only 1x1 conv weights can be packed (as [O, C])");
+    if (codes.ndim != 2 && codes.ndim != 4) throwCode(env, "QDM_SHAPE_MISMATCH", "qgemmPackWeights: codes must be 2-d or 4-d");
+    if (bits != 8 && bits != 4) throwCode(env, "QDM_BAD_ARGUMENT", "qgemmPackWeights: bits must be 8 or 4");
+    const int64_t n = codes.shape[0], k = codes.numel() / std::max<int64_t>(n, 1);
+    if (packed.numel() != cuda::qgemmPackedBytes(n, k, bits) || (rs.data && rs.numel() != n))
+      throwCode(env, "QDM_SHAPE_MISMATCH", "qgemmPackWeights: output buffers have the wrong size");
+    View flat = codes;
+    flat.ndim = 2; flat.shape[0] = n; flat.shape[1] = k; flat.strides[0] = k; flat.strides[1] = 1;
+    cuda::qgemmPackWeights(flat, bits, packed.ptr<uint8_t>(), rs.ptr<int32_t>());
+    return env.Undefined();
+  });
+}
+// qgemmQuantizeActs(x f32|f16|bf16 [T,K], codes i8|f8e4m3 [T,K], scaleOut f32 [T], zeroOut f32 [T] (null allowed for f8e4m3),
+//                   dynamic, scale, zero, qmin, qmax, col|null). f8e4m3 codes are always dynamic per token (amax / 448).
+Napi::Value QgQuantizeActs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&] {
+    View x = needFloat(env, info[0], "x");
+    View codes = toDeviceView(env, info[1], "codes");
+    if (x.ndim != 2 || codes.ndim != 2 || codes.shape[0] != x.shape[0] || codes.shape[1] != x.shape[1] || codes.strides[1] != 1)
+      throwCode(env, "QDM_SHAPE_MISMATCH", "qgemmQuantizeActs: x must be [T, K] and codes [T, K] with unit column stride");
+    const int64_t T = x.shape[0], K = x.shape[1];
+    const bool fp8 = codes.dtype == DType::F8E4M3;
+    if (!fp8 && codes.dtype != DType::I8) throwCode(env, "QDM_BAD_DTYPE", std::string("qgemmQuantizeActs: codes must be i8 or f8e4m3, got ") + dtypeName(codes.dtype));
+    const float* so = optF32N(env, info[2], "scaleOut", T);
+    const float* zo = optF32N(env, info[3], "zeroOut", T);
+    if (!so || (!zo && !fp8)) throwCode(env, "QDM_BAD_ARGUMENT", "qgemmQuantizeActs: scaleOut and zeroOut are required");
+    cuda::quantizeActivations(x, T, K, boolArg(info, 4), float(numberArg(info, 5, 1.0)), float(numberArg(info, 6)), float(numberArg(info, 7, -128)),
+                              float(numberArg(info, 8, 127)), optF32N(env, info[9], "colFactor", K), codes, const_cast<float*>(so), const_cast<float*>(zo));
+    return env.Undefined();
+  });
+}
+// qgemmLinear(codes i8|f8e4m3 [T,K], actScale f32 [T]|[1], actZero f32 [T]|[1]|null, packed, rowSums|null, wScale, wZero|null, bias|null,
+//             out f32|f16|bf16 [T,N], bits, xa [T,r]|null, b [r,N]|null)
+Napi::Value QgLinear(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&] {
+    View codes = toDeviceView(env, info[0], "codes"), out = toDeviceView(env, info[8], "out");
+    if (codes.ndim != 2 || out.ndim != 2 || out.shape[0] != codes.shape[0] || codes.strides[1] != 1 || out.strides[1] != 1)
+      throwCode(env, "QDM_SHAPE_MISMATCH", "qgemmLinear: codes [T, K] and out [T, N] with unit column strides expected");
+    if (!isFloat(out.dtype)) throwCode(env, "QDM_BAD_DTYPE", std::string("qgemmLinear: out must be f32, f16 or bf16, got ") + dtypeName(out.dtype));
+    const bool fp8 = codes.dtype == DType::F8E4M3;
+    if (!fp8 && codes.dtype != DType::I8) throwCode(env, "QDM_BAD_DTYPE", std::string("qgemmLinear: codes must be i8 or f8e4m3, got ") + dtypeName(codes.dtype));
+    const int64_t T = codes.shape[0], K = codes.shape[1], N = out.shape[1];
+    const int bits = static_cast<int>(intArg(info, 9));
+    if (bits != 8 && bits != 4) throwCode(env, "QDM_BAD_ARGUMENT", "qgemm: bits must be 8 or 4");
+    View sa = needDense(env, info[1], "actScale", DType::F32);
+    int64_t zaLen = 0;
+    const float* za = optF32(env, info[2], "actZero", &zaLen);
+    if ((sa.numel() != T && sa.numel() != 1) || (za && zaLen != sa.numel())) throwCode(env, "QDM_SHAPE_MISMATCH", "qgemmLinear: activation scale/zero must have T or 1 entries");
+    if (!za && !fp8) throwCode(env, "QDM_BAD_ARGUMENT", "qgemmLinear: the activation zero point is required for int8 codes");
+    View packed = needDense(env, info[3], "packed", DType::I8);
+    if (packed.numel() != cuda::qgemmPackedBytes(N, K, bits)) throwCode(env, "QDM_SHAPE_MISMATCH", "qgemm: the packed weights do not match n, k and bits");
+    View rs = (info[4].IsNull() || info[4].IsUndefined()) ? View{} : needDense(env, info[4], "rowSums", DType::I32);
+    if (rs.data && rs.numel() != N) throwCode(env, "QDM_SHAPE_MISMATCH", "qgemm: rowSums must have n entries");
+    if (!fp8 && !rs.data) throwCode(env, "QDM_BAD_ARGUMENT", "qgemm: rowSums are required for int8 weights");
+    const float* ws = optF32N(env, info[5], "weight scale", N);
+    if (!ws) throwCode(env, "QDM_BAD_ARGUMENT", "qgemm: the weight scale is required");
+    const float* wz = optF32N(env, info[6], "weight zeroPoint", N);
+    if (fp8 && (za || wz)) {
+      // fp8 codes carry no zero point; a zero vector from the int8-shaped TS call is tolerated only as null.
+      if (wz) throwCode(env, "QDM_BAD_ARGUMENT", "qgemmLinear: fp8 weights have no zero point");
+      za = nullptr;
+    }
+    View bias = optFloat(env, info[7], "bias");
+    if (bias.data && bias.numel() != N) throwCode(env, "QDM_SHAPE_MISMATCH", "qgemm: bias must have n entries");
+    cuda::QgemmArgs a;
+    a.kind = fp8 ? cuda::QgemmKind::Fp8 : cuda::QgemmKind::Int8;
+    a.wbits = bits;
+    a.a = codes.data; a.M = T; a.N = N; a.K = K; a.lda = codes.strides[0];
+    a.packed = packed.ptr<uint8_t>(); a.wRowSums = rs.ptr<int32_t>();
+    a.aScale = sa.ptr<float>(); a.aZero = za; a.aScaleStride = sa.numel() == T && T > 1 ? 1 : 0;
+    a.wScale = ws; a.wZero = wz; a.bias = bias; a.out = out;
+    if (!info[10].IsNull() && !info[10].IsUndefined()) {
+      View xa = needFloat(env, info[10], "lowRank xa"), b = needFloat(env, info[11], "lowRank b");
+      if (xa.ndim != 2 || b.ndim != 2 || xa.shape[0] != T || b.shape[1] != N || xa.shape[1] != b.shape[0])
+        throwCode(env, "QDM_SHAPE_MISMATCH", "qgemmLinear: low-rank xa [T, r] and b [r, N] expected");
+      a.lowXA = xa; a.lowB = b;
+    }
+    cuda::qgemm(a);
+    return env.Undefined();
+  });
+}
+// qgemmConv2d: the CUDA quantized convolution does not exist yet.
+Napi::Value QgConv2d(const Napi::CallbackInfo& info) {
+  throwCode(info.Env(), "QDM_UNSUPPORTED", "qgemmConv2d: no CUDA quantized conv2d yet (run quantConv2d on the CPU, or use a 1x1 conv as qgemmLinear)");
+}
+// qgemmKernelInfo(): { name, mr, nr, available }
+Napi::Value QgKernelInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&] {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("name", "cuda-mma-m16n8k32");
+  o.Set("mr", 128);
+  o.Set("nr", 128);
+  Napi::Array avail = Napi::Array::New(env);
+  avail.Set(0u, "int8");
+  if (cuda::computeCapability() >= 89) avail.Set(1u, "fp8-e4m3");
+  o.Set("available", avail);
+  return Napi::Value(o);
+  });
+}
 }  // namespace
 
 void registerCudaQuant(Napi::Env env, Napi::Object cuda) {
@@ -148,6 +268,12 @@ void registerCudaQuant(Napi::Env env, Napi::Object cuda) {
   QDM_EXPORT(cuda, "fakeQuantBackward", FakeQuantBackward);
   QDM_EXPORT(cuda, "quantizePack", QuantizePack);
   QDM_EXPORT(cuda, "dequantize", Dequantize);
+  QDM_EXPORT(cuda, "qgemmPackedBytes", QgPackedBytes);
+  QDM_EXPORT(cuda, "qgemmPackWeights", QgPackWeights);
+  QDM_EXPORT(cuda, "qgemmQuantizeActs", QgQuantizeActs);
+  QDM_EXPORT(cuda, "qgemmLinear", QgLinear);
+  QDM_EXPORT(cuda, "qgemmConv2d", QgConv2d);
+  QDM_EXPORT(cuda, "qgemmKernelInfo", QgKernelInfo);
 }
 #endif
 }  // namespace qdm::binding
