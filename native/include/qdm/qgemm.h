@@ -79,12 +79,29 @@ bool forceKernel(const char* name);
 // ---- between the driver (qgemm.cpp) and the ISA micro-kernels (qgemm_avx2.cpp, qgemm_avx512.cpp) ----
 namespace detail {
 // One tile of mr activation rows x kQPanel weight rows over kg groups of 4 k:
-//   a: packed activation micro-panel, a[(g * mr + i) * 4 + kk] (signed codes, rows past T zero);
+//   a: packed activation micro-panel, a[(g * mr + i) * 4 + kk] (signed codes, rows past T zero); when
+//      the kernel asks for w8Abs, the W8 panels hold per group the mr x 4 codes and then their
+//      absolute values (as u8: |-128| = 128), a[(g * 2 mr + mr + i) * 4 + kk], saving a vpabsb per row;
 //   w: one packed weight panel (layout above); acc: int32 [mr][kQPanel], overwritten with the raw sums
 //   W8: raw = sum qa * qw + w8ActBias * rowSumW[j]   (VNNI feeds qa ^ 0x80 = qa + 128 as the u8 operand)
 //   W4: raw = sum qa * (qw + 8)                       (the +8 is removed with 8 * rowSumA[i])
 using MicroKernel = void (*)(int64_t kg, const int8_t* a, const uint8_t* w, int32_t* acc);
-struct KernelDesc { const char* name; int mr; int w8ActBias; MicroKernel w8, w4; };
+// Activation quantization of one row (same arithmetic on every ISA: fp32 division, round half to
+// even, clamp): out[k] = clamp(rne(x[k] / s_k) + z, qmin, qmax) - shift, s_k = s * col[k] (fp32) or s;
+// absMax(x, col, K) = max_k |x[k] / col[k]| (or |x[k]|).
+using QuantRow = void (*)(const float* x, int64_t K, float s, const float* col, float z, float qmin, float qmax, float shift, int8_t* out);
+using AbsMax = float (*)(const float* x, const float* col, int64_t K);
+// Epilogue of a full-width tile (16 columns, contiguous output rows) in the common case where the
+// integer correction is one constant per row: out[i * rsT + j] = float(acc[i][j] - rowConst[i]) *
+// (sa[i] * sw[j]) + bias[j], rounded exactly as the portable loop (no FMA contraction).
+using EpilogueRows = void (*)(const int32_t* acc, int m, const float* sa, const int32_t* rowConst, const float* sw,
+                              const float* bias, float* out, int64_t rsT);
+struct KernelDesc { const char* name; int mr; int w8ActBias; bool w8Abs; MicroKernel w8, w4; QuantRow quantRow; AbsMax absMax; EpilogueRows epilogue; };
+void epilogueRowsAvx2(const int32_t* acc, int m, const float* sa, const int32_t* rowConst, const float* sw, const float* bias, float* out, int64_t rsT);
+void quantRowScalar(const float* x, int64_t K, float s, const float* col, float z, float qmin, float qmax, float shift, int8_t* out);
+float absMaxScalar(const float* x, const float* col, int64_t K);
+void quantRowAvx2(const float* x, int64_t K, float s, const float* col, float z, float qmin, float qmax, float shift, int8_t* out);
+float absMaxAvx2(const float* x, const float* col, int64_t K);
 KernelDesc avx2Kernel();
 KernelDesc avx512VnniKernel();
 }  // namespace detail

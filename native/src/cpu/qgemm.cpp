@@ -55,7 +55,7 @@ void scalarW4(int64_t kg, const int8_t* a, const uint8_t* w, int32_t* acc) {
   }
   std::memcpy(acc, t, sizeof t);
 }
-KernelDesc scalarKernel() { return {"scalar", SMR, 0, scalarW8, scalarW4}; }
+KernelDesc scalarKernel() { return {"scalar", SMR, 0, false, scalarW8, scalarW4, detail::quantRowScalar, detail::absMaxScalar, nullptr}; }
 
 const KernelDesc* bestKernel() {
   static const KernelDesc avx512 = detail::avx512VnniKernel(), avx2 = detail::avx2Kernel(), scalar = scalarKernel();
@@ -81,31 +81,31 @@ int32_t codeAt(const View& codes, int64_t e) {
   return static_cast<const int8_t*>(codes.data)[e];
 }
 
-// Packs rows [r0, r1) of the activation codes into mr-row micro-panels; rowSum[t] = sum_k qa[t, k].
-void packActivations(const Activations& a, int64_t K, int mr, int8_t* dst, int32_t* rowSum, int64_t p0, int64_t p1) {
-  const int64_t kg = groupsOf(K);
+// Packs activation micro-panels [p0, p1) (mr rows each, groups of 4 k; with `abs`, each group is
+// followed by the absolute values); rowSum[t] = sum_k qa[t, k].
+void packActivations(const Activations& a, int64_t K, int mr, bool abs, int8_t* dst, int32_t* rowSum, int64_t p0, int64_t p1) {
+  const int64_t kg = groupsOf(K), gs = (abs ? 2 : 1) * mr * 4;
   for (int64_t p = p0; p < p1; ++p) {
-    int8_t* d = dst + p * kg * 4 * mr;
+    int8_t* d = dst + p * kg * gs;
     for (int i = 0; i < mr; ++i) {
       const int64_t t = p * mr + i;
       if (t >= a.rows) {
-        for (int64_t g = 0; g < kg; ++g) std::memset(d + (g * mr + i) * 4, 0, 4);
+        for (int64_t g = 0; g < kg; ++g) {
+          std::memset(d + g * gs + i * 4, 0, 4);
+          if (abs) std::memset(d + g * gs + (mr + i) * 4, 0, 4);
+        }
         continue;
       }
       const int8_t* s = a.codes + t * a.ld;
       int32_t sum = 0;
-      const int64_t full = K / 4;
-      for (int64_t g = 0; g < full; ++g) {
-        int8_t* q = d + (g * mr + i) * 4;
-        std::memcpy(q, s + g * 4, 4);
+      for (int64_t g = 0; g < kg; ++g) {
+        int8_t* q = d + g * gs + i * 4;
+        if (g * 4 + 4 <= K) std::memcpy(q, s + g * 4, 4);
+        else for (int kk = 0; kk < 4; ++kk) q[kk] = g * 4 + kk < K ? s[g * 4 + kk] : 0;
         sum += q[0] + q[1] + q[2] + q[3];
-      }
-      if (full < kg) {
-        int8_t* q = d + (full * mr + i) * 4;
-        for (int kk = 0; kk < 4; ++kk) {
-          const int64_t k = full * 4 + kk;
-          q[kk] = k < K ? s[k] : 0;
-          sum += q[kk];
+        if (abs) {
+          int8_t* qa = q + mr * 4;
+          for (int kk = 0; kk < 4; ++kk) qa[kk] = static_cast<int8_t>(static_cast<uint8_t>(q[kk] < 0 ? -q[kk] : q[kk]));
         }
       }
       rowSum[t] = sum;
@@ -114,10 +114,23 @@ void packActivations(const Activations& a, int64_t K, int mr, int8_t* dst, int32
 }
 
 // Epilogue of one tile: acc [mr][16] raw sums -> out for the m x n valid part.
-struct PanelTerms { int32_t rsW[kQPanel], zw[kQPanel], Kzw[kQPanel]; float sw[kQPanel], bias[kQPanel]; };
+struct PanelTerms { int32_t rsW[kQPanel], zw[kQPanel], Kzw[kQPanel]; float sw[kQPanel], bias[kQPanel]; bool anyZw; };
 
 void epilogue(const int32_t* acc, int mr, int m, int n, int64_t t0, const Activations& a, const int32_t* rowSumA,
-              const PanelTerms& pt, int bits, int w8ActBias, float* out, int64_t rsT, int64_t rsO) {
+              const PanelTerms& pt, int bits, int w8ActBias, float* out, int64_t rsT, int64_t rsO, detail::EpilogueRows fast) {
+  const uint32_t biasW8 = static_cast<uint32_t>(bits == 8 ? w8ActBias : 0);
+  if (fast && n == kQPanel && rsO == 1 && biasW8 == 0 && !pt.anyZw && m <= 16) {
+    float sa[16];
+    int32_t rowConst[16];
+    bool zeroFree = true;
+    for (int i = 0; i < m; ++i) {
+      const int64_t t = t0 + i;
+      sa[i] = a.scale[t * a.scaleStride];
+      zeroFree = zeroFree && a.zero[t * a.scaleStride] == 0.0f;
+      rowConst[i] = bits == 4 ? static_cast<int32_t>(8u * static_cast<uint32_t>(rowSumA[t])) : 0;
+    }
+    if (zeroFree) { fast(acc, m, sa, rowConst, pt.sw, pt.bias, out + t0 * rsT, rsT); return; }
+  }
   float y[kQPanel];
   for (int i = 0; i < m; ++i) {
     const int64_t t = t0 + i;
@@ -127,24 +140,32 @@ void epilogue(const int32_t* acc, int mr, int m, int n, int64_t t0, const Activa
     const uint32_t biasA = za + static_cast<uint32_t>(bits == 8 ? w8ActBias : 0);
     const uint32_t bias4 = bits == 4 ? 8u : 0u;
     const int32_t* r = acc + i * kQPanel;
-    for (int j = 0; j < kQPanel; ++j) {
-      // sum (qa - za)(qw - zw) = raw - (packing bias + za) rsW - (nibble bias + zw) rsA + K za zw
-      const uint32_t v = static_cast<uint32_t>(r[j]) - biasA * static_cast<uint32_t>(pt.rsW[j]) -
-                         (bias4 + static_cast<uint32_t>(pt.zw[j])) * rsA + za * static_cast<uint32_t>(pt.Kzw[j]);
-      y[j] = static_cast<float>(static_cast<int32_t>(v)) * (sa * pt.sw[j]) + pt.bias[j];
+    // sum (qa - za)(qw - zw) = raw - (packing bias + za) rsW - (nibble bias + zw) rsA + K za zw
+    if (biasA == 0 && !pt.anyZw) {  // the common case: a per-row constant (0 for symmetric W8)
+      const int32_t rowConst = static_cast<int32_t>(bias4 * rsA);
+      for (int j = 0; j < kQPanel; ++j) y[j] = static_cast<float>(r[j] - rowConst) * (sa * pt.sw[j]) + pt.bias[j];
+    } else {
+      for (int j = 0; j < kQPanel; ++j) {
+        const uint32_t v = static_cast<uint32_t>(r[j]) - biasA * static_cast<uint32_t>(pt.rsW[j]) -
+                           (bias4 + static_cast<uint32_t>(pt.zw[j])) * rsA + za * static_cast<uint32_t>(pt.Kzw[j]);
+        y[j] = static_cast<float>(static_cast<int32_t>(v)) * (sa * pt.sw[j]) + pt.bias[j];
+      }
     }
     float* o = out + t * rsT;
-    if (rsO == 1) std::memcpy(o, y, sizeof(float) * n);
+    if (rsO == 1 && n == kQPanel) std::memcpy(o, y, sizeof y);  // fixed size: inlined vector stores
+    else if (rsO == 1) for (int j = 0; j < n; ++j) o[j] = y[j];
     else for (int j = 0; j < n; ++j) o[j * rsO] = y[j];
   }
 }
 
 void panelTerms(const Weights& w, int64_t p, PanelTerms& pt) {
+  pt.anyZw = false;
   for (int j = 0; j < kQPanel; ++j) {
     const int64_t o = p * kQPanel + j;
     const bool in = o < w.n;
     pt.rsW[j] = in ? w.rowSums[o] : 0;
     pt.zw[j] = in && w.zero ? static_cast<int32_t>(w.zero[o]) : 0;
+    pt.anyZw = pt.anyZw || pt.zw[j] != 0;
     pt.Kzw[j] = static_cast<int32_t>(static_cast<uint32_t>(w.k) * static_cast<uint32_t>(pt.zw[j]));
     pt.sw[j] = in ? w.scale[o] : 0.0f;
     pt.bias[j] = in && w.bias ? w.bias[o] : 0.0f;
@@ -152,6 +173,20 @@ void panelTerms(const Weights& w, int64_t p, PanelTerms& pt) {
 }
 
 }  // namespace
+
+namespace detail {
+void quantRowScalar(const float* x, int64_t K, float s, const float* col, float z, float qmin, float qmax, float shift, int8_t* out) {
+  for (int64_t k = 0; k < K; ++k) {
+    const float sk = col ? s * col[k] : s;
+    out[k] = static_cast<int8_t>(std::min(std::max(std::nearbyint(x[k] / sk) + z, qmin), qmax) - shift);
+  }
+}
+float absMaxScalar(const float* x, const float* col, int64_t K) {
+  float m = 0.0f;
+  for (int64_t k = 0; k < K; ++k) m = std::max(m, std::fabs(col ? x[k] / col[k] : x[k]));
+  return m;
+}
+}  // namespace detail
 
 int64_t packedBytes(int64_t n, int64_t k, int bits) { return (n + kQPanel - 1) / kQPanel * panelBytes(k, bits); }
 
@@ -200,17 +235,19 @@ void gemm(const Activations& a, const Weights& w, float* out, int64_t rsT, int64
   const KernelDesc& kd = active();
   const int mr = kd.mr;
   const int64_t kg = groupsOf(K), pb = panelBytes(K, w.bits);
+  const bool withAbs = kd.w8Abs && w.bits == 8;
+  const int64_t aPanelBytes = kg * 4 * mr * (withAbs ? 2 : 1);
   const int64_t aPanels = (T + mr - 1) / mr, wPanels = (N + kQPanel - 1) / kQPanel;
   const bool par = threaded && numThreads() > 1 && T * N * K >= 64 * 64 * 64;
 
   thread_local std::vector<int8_t> apack;
   thread_local std::vector<int32_t> rowSumA;
-  apack.resize(static_cast<size_t>(aPanels * kg * 4 * mr));
+  apack.resize(static_cast<size_t>(aPanels * aPanelBytes));
   rowSumA.resize(static_cast<size_t>(T));
   int8_t* ap = apack.data();
   int32_t* rsa = rowSumA.data();
-  if (par) parallelFor(aPanels, 16, [&](int64_t p0, int64_t p1) { packActivations(a, K, mr, ap, rsa, p0, p1); });
-  else packActivations(a, K, mr, ap, rsa, 0, aPanels);
+  if (par) parallelFor(aPanels, 16, [&](int64_t p0, int64_t p1) { packActivations(a, K, mr, withAbs, ap, rsa, p0, p1); });
+  else packActivations(a, K, mr, withAbs, ap, rsa, 0, aPanels);
 
   const MicroKernel uk = w.bits == 8 ? kd.w8 : kd.w4;
   const int64_t MC = static_cast<int64_t>(mr) * 24, PG = 8;
@@ -225,9 +262,9 @@ void gemm(const Activations& a, const Weights& w, float* out, int64_t rsT, int64
       const uint8_t* wp = w.packed + p * pb;
       const int n = static_cast<int>(std::min<int64_t>(kQPanel, N - p * kQPanel));
       for (int64_t t0 = r0; t0 < r1; t0 += mr) {
-        uk(kg, ap + (t0 / mr) * kg * 4 * mr, wp, acc);
+        uk(kg, ap + (t0 / mr) * aPanelBytes, wp, acc);
         epilogue(acc, mr, static_cast<int>(std::min<int64_t>(mr, T - t0)), n, t0, a, rsa, pt, w.bits, kd.w8ActBias,
-                 out + p * kQPanel * rsO, rsT, rsO);
+                 out + p * kQPanel * rsO, rsT, rsO, kd.epilogue);
       }
     }
   };
@@ -242,26 +279,18 @@ void quantizeActivations(const float* x, int64_t T, int64_t K, bool dynamic, flo
   const float shift = (!dynamic && qmax > 127.0f) ? 128.0f : 0.0f;
   if (!dynamic && (qmin - shift < -128.0f || qmax - shift > 127.0f))
     throw KernelError("QDM_BAD_ARGUMENT", "quantizeActivations: the range [" + std::to_string(qmin) + ", " + std::to_string(qmax) + "] does not fit 8 bits");
+  const KernelDesc& kd = active();
   auto rows = [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const float* xr = x + t * K;
-      int8_t* q = codes + t * K;
       if (dynamic) {
-        float m = 0.0f;
-        for (int64_t k = 0; k < K; ++k) m = std::max(m, std::fabs(col ? xr[k] / col[k] : xr[k]));
-        float r = m / qmax;
+        float r = kd.absMax(xr, col, K) / qmax;
         if (!(r > 0.0f) || !std::isfinite(r)) r = 1.0f;
-        for (int64_t k = 0; k < K; ++k) {
-          const float s = col ? r * col[k] : r;
-          q[k] = static_cast<int8_t>(std::min(std::max(std::nearbyint(xr[k] / s), -qmax), qmax));
-        }
+        kd.quantRow(xr, K, r, col, 0.0f, -qmax, qmax, 0.0f, codes + t * K);
         scaleOut[t] = r;
         zeroOut[t] = 0.0f;
       } else {
-        for (int64_t k = 0; k < K; ++k) {
-          const float s = col ? scale * col[k] : scale;
-          q[k] = static_cast<int8_t>(std::min(std::max(std::nearbyint(xr[k] / s) + zero, qmin), qmax) - shift);
-        }
+        kd.quantRow(xr, K, scale, col, zero, qmin, qmax, shift, codes + t * K);
         scaleOut[t] = scale;
         zeroOut[t] = zero - shift;
       }

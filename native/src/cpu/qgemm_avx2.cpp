@@ -1,5 +1,5 @@
 // AVX2 int8 micro-kernels for qgemm (layouts in qdm/qgemm.h): 4 activation rows x 16 weight rows.
-//   W8: vpmaddubsw(|a|, sign(w, a)) is exact because |a| <= 128 and |w| <= 127 (a pair sums to at
+//   W8: vpmaddubsw(|a|, sign(w, a)) (|a| packed beside a, see KernelDesc::w8Abs) is exact because |a| <= 128 and |w| <= 127 (a pair sums to at
 //       most 2 * 128 * 127 = 32512 < 32767), then vpmaddwd with ones widens to int32: per 32
 //       multiply-adds one vpsignb, one vpmaddubsw, one vpmaddwd and one vpaddd.
 //   W4: the unsigned nibble (w + 8 in [0, 15]) is the u8 operand and the activation the s8 one; a
@@ -28,12 +28,12 @@ inline __m256i bcast4(const int8_t* p) {
 void w8x4(int64_t kg, const int8_t* a, const uint8_t* w, int32_t* acc) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-  for (int64_t g = 0; g < kg; ++g, a += MR * 4, w += 64) {
+  for (int64_t g = 0; g < kg; ++g, a += 2 * MR * 4, w += 64) {
     const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
     const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32));
 #define QDM_ROW(i, c0, c1)                                                                            \
     {                                                                                                 \
-      const __m256i av = bcast4(a + (i) * 4), aa = _mm256_abs_epi8(av);                              \
+      const __m256i av = bcast4(a + (i) * 4), aa = bcast4(a + (MR + (i)) * 4);                       \
       c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(w0, av)), ones)); \
       c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(w1, av)), ones)); \
     }
@@ -47,36 +47,88 @@ void w8x4(int64_t kg, const int8_t* a, const uint8_t* w, int32_t* acc) {
   _mm256_storeu_si256(o + 6, c30); _mm256_storeu_si256(o + 7, c31);
 }
 
-void w4x4(int64_t kg, const int8_t* a, const uint8_t* w, int32_t* acc) {
+// Two activation rows per pass over the panel (the kernel makes two passes): 4 int32 and 4 int16
+// accumulators, the unpacked weights, the mask and two broadcasts stay in registers. (One pass over
+// four rows needs more than 16 ymm registers and spills every group.) Re-unpacking the panel costs
+// 3 of 11 operations per group and pass; the panel is in L1 for the second pass.
+inline void w4rows2(int64_t kg, const int8_t* a, const uint8_t* w, int32_t* out) {
   const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0F);
-  __m256i c[MR][2];
-  for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm256_setzero_si256();
+  __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;
   for (int64_t g = 0; g < kg;) {
     const int64_t end = g + 8 < kg ? g + 8 : kg;  // eight groups in int16: |sum| <= 8 * 3840
-    __m256i s00 = _mm256_setzero_si256(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00, s31 = s00;
+    __m256i s00 = _mm256_setzero_si256(), s01 = s00, s10 = s00, s11 = s00;
     for (; g < end; ++g, a += MR * 4, w += 32) {
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
       const __m256i lo = _mm256_and_si256(x, low), hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
-#define QDM_ROW(i, s0, s1)                                              \
-      {                                                                 \
-        const __m256i av = bcast4(a + (i) * 4);                         \
-        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo, av));        \
-        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi, av));        \
-      }
-      QDM_ROW(0, s00, s01) QDM_ROW(1, s10, s11) QDM_ROW(2, s20, s21) QDM_ROW(3, s30, s31)
-#undef QDM_ROW
+      const __m256i a0 = bcast4(a), a1 = bcast4(a + 4);
+      s00 = _mm256_add_epi16(s00, _mm256_maddubs_epi16(lo, a0));
+      s01 = _mm256_add_epi16(s01, _mm256_maddubs_epi16(hi, a0));
+      s10 = _mm256_add_epi16(s10, _mm256_maddubs_epi16(lo, a1));
+      s11 = _mm256_add_epi16(s11, _mm256_maddubs_epi16(hi, a1));
     }
-    c[0][0] = _mm256_add_epi32(c[0][0], _mm256_madd_epi16(s00, ones)); c[0][1] = _mm256_add_epi32(c[0][1], _mm256_madd_epi16(s01, ones));
-    c[1][0] = _mm256_add_epi32(c[1][0], _mm256_madd_epi16(s10, ones)); c[1][1] = _mm256_add_epi32(c[1][1], _mm256_madd_epi16(s11, ones));
-    c[2][0] = _mm256_add_epi32(c[2][0], _mm256_madd_epi16(s20, ones)); c[2][1] = _mm256_add_epi32(c[2][1], _mm256_madd_epi16(s21, ones));
-    c[3][0] = _mm256_add_epi32(c[3][0], _mm256_madd_epi16(s30, ones)); c[3][1] = _mm256_add_epi32(c[3][1], _mm256_madd_epi16(s31, ones));
+    c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(s00, ones)); c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(s01, ones));
+    c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(s10, ones)); c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(s11, ones));
   }
-  __m256i* o = reinterpret_cast<__m256i*>(acc);
-  for (int i = 0; i < MR; ++i) { _mm256_storeu_si256(o + 2 * i, c[i][0]); _mm256_storeu_si256(o + 2 * i + 1, c[i][1]); }
+  __m256i* o = reinterpret_cast<__m256i*>(out);
+  _mm256_storeu_si256(o + 0, c00); _mm256_storeu_si256(o + 1, c01);
+  _mm256_storeu_si256(o + 2, c10); _mm256_storeu_si256(o + 3, c11);
+}
+
+void w4x4(int64_t kg, const int8_t* a, const uint8_t* w, int32_t* out) {
+  w4rows2(kg, a, w, out);
+  w4rows2(kg, a + 8, w, out + 2 * kQPanel);
 }
 
 }  // namespace
 
-KernelDesc avx2Kernel() { return {"avx2", MR, 0, w8x4, w4x4}; }
+// 32 codes per iteration with the scalar arithmetic (vdivps is correctly rounded like the scalar
+// division, vroundps with TO_NEAREST_INT is nearbyint in the default mode); the tail goes scalar.
+void quantRowAvx2(const float* x, int64_t K, float s, const float* col, float z, float qmin, float qmax, float shift, int8_t* out) {
+  const __m256 vs = _mm256_set1_ps(s), vz = _mm256_set1_ps(z), lo = _mm256_set1_ps(qmin), hi = _mm256_set1_ps(qmax), vsh = _mm256_set1_ps(shift);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    __m256i q[4];
+    for (int j = 0; j < 4; ++j) {
+      const __m256 sk = col ? _mm256_mul_ps(vs, _mm256_loadu_ps(col + k + 8 * j)) : vs;
+      __m256 v = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + k + 8 * j), sk), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      v = _mm256_sub_ps(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, vz), lo), hi), vsh);
+      q[j] = _mm256_cvtps_epi32(v);
+    }
+    const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), _mm256_permutevar8x32_epi32(b, order));
+  }
+  if (k < K) quantRowScalar(x + k, K - k, s, col ? col + k : nullptr, z, qmin, qmax, shift, out + k);
+}
+
+float absMaxAvx2(const float* x, const float* col, int64_t K) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 m = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 v = _mm256_loadu_ps(x + k);
+    if (col) v = _mm256_div_ps(v, _mm256_loadu_ps(col + k));
+    m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v));
+  }
+  alignas(32) float t[8];
+  _mm256_store_ps(t, m);
+  float r = k < K ? absMaxScalar(x + k, col ? col + k : nullptr, K - k) : 0.0f;
+  for (float v : t) r = r > v ? r : v;
+  return r;
+}
+
+void epilogueRowsAvx2(const int32_t* acc, int m, const float* sa, const int32_t* rowConst, const float* sw, const float* bias, float* out, int64_t rsT) {
+  const __m256 sw0 = _mm256_loadu_ps(sw), sw1 = _mm256_loadu_ps(sw + 8), b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
+  for (int i = 0; i < m; ++i) {
+    const __m256i c = _mm256_set1_epi32(rowConst[i]);
+    const __m256 s = _mm256_set1_ps(sa[i]);
+    const __m256 v0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i * kQPanel)), c));
+    const __m256 v1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i * kQPanel + 8)), c));
+    _mm256_storeu_ps(out + i * rsT, _mm256_add_ps(_mm256_mul_ps(v0, _mm256_mul_ps(s, sw0)), b0));
+    _mm256_storeu_ps(out + i * rsT + 8, _mm256_add_ps(_mm256_mul_ps(v1, _mm256_mul_ps(s, sw1)), b1));
+  }
+}
+
+KernelDesc avx2Kernel() { return {"avx2", MR, 0, true, w8x4, w4x4, quantRowAvx2, absMaxAvx2, epilogueRowsAvx2}; }
 
 }  // namespace qdm::cpu::qgemm::detail
