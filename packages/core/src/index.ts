@@ -18,3 +18,6 @@ export * from './io/index.js';
 export * from './sampling/index.js';
 export * as optim from './optim/index.js';
 export * from './schedulers/index.js';
+export { cudaUnavailableReason, hasNativeHalf } from './backend/index.js';
+export { cudaMemoryStats, cudaResetPeak, cudaEmptyCache, cudaSynchronize, cudaDeviceInfo, type CudaMemoryStats, type CudaDeviceInfo } from './backend/cuda.js';
+export { captureGraph, copyInto, type CapturedGraph } from './backend/cuda-graph.js';

@@ -22,9 +22,23 @@ const stats: Record<Device, MemoryStats> = {
   cuda: { bytesInUse: 0, peakBytes: 0, storages: 0, allocations: 0 },
 };
 
-/** Memory held by live tensors on a device, and the peak since the last reset. */
-export function memoryStats(device: Device = 'cpu'): MemoryStats { return { ...stats[device] }; }
-export function resetPeakMemory(device: Device = 'cpu'): void { stats[device].peakBytes = stats[device].bytesInUse; }
+/** A device allocator's own view (the CUDA caching allocator): replaces the tensor accounting's figures. */
+export interface DeviceMemorySource { stats(): Partial<MemoryStats> & Record<string, number>; resetPeak(): void }
+const deviceSources: Partial<Record<Device, DeviceMemorySource>> = {};
+export function setDeviceMemorySource(device: Device, src: DeviceMemorySource): void { deviceSources[device] = src; }
+
+/**
+ * Memory held by live tensors on a device, and the peak since the last reset. For CUDA the
+ * figures come from the caching allocator (rounded block sizes, plus reserved / cudaMallocs).
+ */
+export function memoryStats(device: Device = 'cpu'): MemoryStats & Record<string, number> {
+  const src = deviceSources[device];
+  return src ? { ...stats[device], ...src.stats() } : { ...stats[device] };
+}
+export function resetPeakMemory(device: Device = 'cpu'): void {
+  stats[device].peakBytes = stats[device].bytesInUse;
+  deviceSources[device]?.resetPeak();
+}
 
 /** Releases device memory: backends register how (the CUDA backend frees its block). */
 export type Releaser = (handle: unknown) => void;

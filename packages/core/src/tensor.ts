@@ -85,8 +85,16 @@ export class Tensor {
     return d;
   }
 
-  /** The native view array [storage, offset, shape, strides, dtype]. */
+  /**
+   * The native view array [storage, offset, shape, strides, dtype]. For CUDA storage this is the
+   * device view [pointer, offset, shape, strides, dtype, capacityElements] (see backend/cuda.ts);
+   * the type stays NativeView because kernels receive it opaquely.
+   */
   nativeView(): NativeView {
+    if (this.storage.device === 'cuda' && typeof this.storage.handle === 'number') {
+      this.assertLive();
+      return [this.storage.handle, this.offset, this.shape as number[], this.strides as number[], DTYPE_CODE[this.dtype], this.storage.numel] as unknown as NativeView;
+    }
     return [this.cpuData(), this.offset, this.shape as number[], this.strides as number[], DTYPE_CODE[this.dtype]];
   }
 

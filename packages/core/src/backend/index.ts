@@ -7,6 +7,7 @@ import type { Device, TensorStorage } from '../memory.js';
 import { addon } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { cpuBackend } from './cpu.js';
+import { createCudaBackend, cudaRuntime } from './cuda.js';
 
 export interface Backend {
   readonly device: Device;
@@ -15,6 +16,10 @@ export interface Backend {
   run(name: string, args: unknown[]): unknown;
   /** Waits for queued work (no-op on the CPU). */
   synchronize(): void;
+  /** Kernels take f16/bf16 operands themselves (no widening to f32 around them); see ops/elementwise.ts asF32. */
+  readonly nativeHalf?: boolean;
+  /** Device backends: copies src into the fresh contiguous dst, one of them on the CPU (moveRaw). */
+  transfer?(src: Tensor, dst: Tensor): void;
 }
 
 const backends = new Map<Device, Backend>([['cpu', cpuBackend]]);
@@ -64,3 +69,9 @@ export function kernel(name: string, ...args: unknown[]): unknown {
     throw fromNative(err, name);
   }
 }
+
+/** True when the device's kernels handle f16/bf16 operands natively. */
+export function hasNativeHalf(device: Device): boolean { return backends.get(device)?.nativeHalf === true; }
+
+// The CUDA backend registers itself when the addon was built with CUDA and a device is usable.
+if (cudaRuntime() !== null && cudaUnavailableReason() === null) registerBackend(createCudaBackend());

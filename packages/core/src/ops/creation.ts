@@ -1,8 +1,8 @@
 // Tensor creation: from data, constants, ranges and seeded random numbers.
-import { ArgumentError } from '../errors.js';
+import { ArgumentError, DeviceError } from '../errors.js';
 import { checkDType, isFloating, type DType } from '../dtype.js';
 import type { Device } from '../memory.js';
-import { resolveDevice, kernel } from '../backend/index.js';
+import { getBackend, resolveDevice, kernel } from '../backend/index.js';
 import { RandomDist } from '../backend/opcodes.js';
 import { Generator, getDefaultGenerator } from '../random.js';
 import { Tensor, numelOf, type Shape } from '../tensor.js';
@@ -77,8 +77,15 @@ export function castRaw(t: Tensor, dtype: DType): Tensor {
 export function moveRaw(t: Tensor, device: Device): Tensor {
   if (t.device === device) return t;
   const out = empty(t.shape, t.dtype, device);
-  // The CUDA backend implements transfers as kernels taking one host and one device view.
-  kernel(device === 'cpu' ? 'toHost' : 'toDevice', t, out);
+  // The device side's backend moves the bytes (one host and one device tensor).
+  const b = getBackend(t.device === 'cpu' ? device : t.device);
+  if (!b.transfer) throw new DeviceError('QDM_BAD_DEVICE', `no transfer between ${t.device} and ${device}`);
+  try {
+    b.transfer(t, out);
+  } catch (err) {
+    out.dispose();
+    throw err;
+  }
   return out;
 }
 

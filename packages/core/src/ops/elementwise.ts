@@ -1,8 +1,10 @@
 // Elementwise ops with broadcasting, and their gradients. The CPU kernels compute in fp32:
-// half-precision operands are widened around the kernel and the result narrowed back.
+// half-precision operands are widened around the kernel and the result narrowed back. Backends
+// with nativeHalf (CUDA) take f16/bf16 operands and outputs directly, so there asF32 keeps
+// halves as they are and the ops allocate their outputs in computeDtype(device, dtype).
 import { DTypeError } from '../errors.js';
 import { isFloating, promote, type DType } from '../dtype.js';
-import { kernel } from '../backend/index.js';
+import { hasNativeHalf, kernel } from '../backend/index.js';
 import { BinaryOp, UnaryOp, type BinaryOpName, type UnaryOpName } from '../backend/opcodes.js';
 import { record } from '../autograd.js';
 import { Tensor } from '../tensor.js';
@@ -12,12 +14,19 @@ import { sumToShape } from './reduce.js';
 
 type Operand = Tensor | number;
 
-/** fp32 view of t for a CPU kernel (a copy for other dtypes). */
-export function asF32(t: Tensor): Tensor { return t.dtype === 'f32' ? t : castRaw(t, 'f32'); }
+const isHalf = (d: DType) => d === 'f16' || d === 'bf16';
 
-/** Narrows an fp32 result to dtype (disposing the fp32 temporary). */
+/** The dtype a kernel on `device` computes a `dtype` result in: f32 on the CPU, f16/bf16 kept where the backend has nativeHalf. */
+export function computeDtype(device: Tensor['device'], dtype: DType): DType {
+  return isHalf(dtype) && hasNativeHalf(device) ? dtype : 'f32';
+}
+
+/** Kernel operand of t: fp32 (a copy for other dtypes), except halves on a nativeHalf backend, which pass as they are. */
+export function asF32(t: Tensor): Tensor { return t.dtype === 'f32' || (isHalf(t.dtype) && hasNativeHalf(t.device)) ? t : castRaw(t, 'f32'); }
+
+/** Narrows a kernel result to dtype (disposing the temporary); a result already in dtype is returned as is. */
 export function narrowTo(out32: Tensor, dtype: DType): Tensor {
-  if (dtype === 'f32') return out32;
+  if (out32.dtype === dtype) return out32;
   const o = castRaw(out32, dtype);
   out32.dispose();
   return o;
@@ -43,7 +52,7 @@ function rawBinary(name: BinaryOpName, a: Tensor, b: Tensor): Tensor {
   const shape = broadcastShapes(a.shape, b.shape, name);
   const dtype = resultDtype(a.dtype, b.dtype);
   const a32 = asF32(a), b32 = asF32(b);
-  const out = empty(shape, 'f32', a.device);
+  const out = empty(shape, computeDtype(a.device, dtype), a.device);
   kernel('binary', BinaryOp[name], expandView(a32, shape), expandView(b32, shape), out);
   if (a32 !== a) a32.dispose();
   if (b32 !== b) b32.dispose();
@@ -53,7 +62,7 @@ function rawBinary(name: BinaryOpName, a: Tensor, b: Tensor): Tensor {
 function rawUnary(name: UnaryOpName, x: Tensor, p0 = 0, p1 = 0): Tensor {
   if (!isFloating(x.dtype)) throw new DTypeError(`${name}: expected a floating-point tensor, got ${x.dtype}`);
   const x32 = asF32(x);
-  const out = empty(x.shape, 'f32', x.device);
+  const out = empty(x.shape, computeDtype(x.device, x.dtype), x.device);
   kernel('unary', UnaryOp[name], x32, out, p0, p1);
   if (x32 !== x) x32.dispose();
   return narrowTo(out, x.dtype === 'f8e4m3' ? 'f32' : x.dtype);
@@ -62,7 +71,7 @@ function rawUnary(name: UnaryOpName, x: Tensor, p0 = 0, p1 = 0): Tensor {
 /** d(op)/dx * g, computed by the fused backward kernel. */
 function rawUnaryBackward(name: UnaryOpName, x: Tensor, g: Tensor, p0 = 0, p1 = 0): Tensor {
   const x32 = asF32(x), g32 = asF32(g);
-  const out = empty(x.shape, 'f32', x.device);
+  const out = empty(x.shape, computeDtype(x.device, x.dtype), x.device);
   kernel('unaryBackward', UnaryOp[name], x32, g32, out, p0, p1);
   if (x32 !== x) x32.dispose();
   if (g32 !== g) g32.dispose();
@@ -161,7 +170,7 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   const c8 = cond.dtype === 'u8' ? cond : castRaw(rawBinary('ne', asF32(cond), toTensor(0, cond)), 'u8');
   const dtype = resultDtype(ta.dtype, tb.dtype);
   const a32 = asF32(ta), b32 = asF32(tb);
-  const out = empty(shape, 'f32', cond.device);
+  const out = empty(shape, computeDtype(cond.device, dtype), cond.device);
   kernel('where', expandView(c8, shape), expandView(a32, shape), expandView(b32, shape), out);
   const res = narrowTo(out, dtype);
   return record(res, 'where', [ta, tb], (g) => {
