@@ -1,0 +1,335 @@
+// CUDA quant kernels against the CPU kernels of the same name (and float64 references), on
+// fresh random inputs: fake-quant forward (bit-exact), backward (gradX bit-exact, reductions to
+// 1e-5 and bit-reproducible run to run), quantizePack / dequantize (bit-exact), the 8-bit GEMM
+// (W8A8 and W4A8 against the CPU qgemm: same codes, same integer sums, same epilogue order, so
+// f32 outputs agree to rounding; an exact-integer case with unit scales), fp8 e4m3 against a
+// float64 reference of the decoded codes, and the activation-quantize kernel. Device outputs are
+// poisoned with NaN before each run so unwritten elements show. Skips without a GPU.
+import { createRequire } from 'node:module';
+import { describe, expect, it } from 'vitest';
+import { Tensor, cast, empty, full, kernel, tensor } from '@qdm/core';
+import { layoutOf, type FakeQuantParams } from '@qdm/quant';
+import { cudaUnavailableReason } from '../../core/src/backend/index.js';
+import { makeCase, rng, type Case } from './helpers.js';
+
+const cudaReason = cudaUnavailableReason();
+const cudaAvailable = cudaReason === null;
+const require_ = createRequire(import.meta.url);
+interface CudaQuantAddon { qgemmPackedBytes(n: number, k: number, bits: number): number; deviceInfo?(): { capability: number } }
+const cudaAddon = () => (require_('@qdm/native') as { cuda: CudaQuantAddon }).cuda;
+const capability = () => cudaAddon().deviceInfo?.().capability ?? 0;
+
+const dev = (t: Tensor) => t.to('cuda');
+const host = (t: Tensor) => t.to('cpu');
+const f32 = (a: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(a), { shape });
+const nanDev = (shape: number[], dtype: 'f32' | 'f16' | 'bf16' = 'f32') => full(shape, NaN, { device: 'cuda', dtype });
+/** An integer / fp8 device buffer with every byte 0x55, so unwritten codes show. */
+function poisonDev(shape: number[], dtype: 'i8' | 'u8' | 'i4' | 'i32' | 'f8e4m3'): Tensor {
+  const t = empty(shape, dtype), d = t.cpuData();
+  new Uint8Array(d.buffer, d.byteOffset, d.byteLength).fill(0x55);
+  return dev(t);
+}
+
+function relErr(got: Float32Array | Float64Array, ref: Float32Array | Float64Array): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < ref.length; ++i) {
+    if (!Number.isFinite(got[i]!)) return Infinity;  // NaN never passes
+    num += (got[i]! - ref[i]!) ** 2;
+    den += ref[i]! ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-30));
+}
+function bitsEqual(a: Tensor, b: Tensor): number {
+  const x = new Uint8Array(a.cpuData().buffer, a.cpuData().byteOffset, a.cpuData().byteLength);
+  const y = new Uint8Array(b.cpuData().buffer, b.cpuData().byteOffset, b.cpuData().byteLength);
+  expect(x.length).toBe(y.length);
+  let bad = 0;
+  for (let i = 0; i < x.length; ++i) if (x[i] !== y[i]) bad++;
+  return bad;
+}
+
+// ---- fake quant -----------------------------------------------------------------------------
+const CASES: Array<[string, (bits: number, signed: boolean, seed: number) => Case]> = [
+  ['tensor', (b, s, seed) => makeCase('tensor', [37, 41, 13], b, s, seed)],
+  ['channel axis 0', (b, s, seed) => makeCase('channel', [24, 9, 3, 3], b, s, seed)],
+  ['channel axis 1', (b, s, seed) => makeCase('channel', [4, 19, 33], b, s, seed, { channelAxis: 1 })],
+  ['group', (b, s, seed) => makeCase('group', [13, 96], b, s, seed, { groupSize: 32 })],
+  ['separable', (b, s, seed) => makeCase('separable', [21, 7, 3, 3], b, s, seed)],
+];
+function params(c: Case): FakeQuantParams {
+  return {
+    scale: f32(c.scale, [c.scale.length]), zeroPoint: f32(c.zero, [c.zero.length]), colScale: c.col ? f32(c.col, [c.col.length]) : null,
+    qmin: c.qmin, qmax: c.qmax, granularity: c.granularity, channelAxis: c.channelAxis, groupSize: c.groupSize,
+  };
+}
+/** The same operands on both devices. */
+function operands(c: Case) {
+  const q = params(c);
+  const layout = layoutOf(c.shape, q);
+  const cpu = { x: f32(c.x, c.shape), s: q.scale, z: q.zeroPoint, col: q.colScale ?? null };
+  const gpu = { x: dev(cpu.x), s: dev(cpu.s), z: dev(cpu.z), col: cpu.col ? dev(cpu.col) : null };
+  return { layout, cpu, gpu };
+}
+
+describe.skipIf(!cudaAvailable)(`CUDA fake quant${cudaAvailable ? '' : ` (skipped: ${cudaReason})`}`, () => {
+  for (const [name, mk] of CASES) {
+    for (const [bits, signed] of [[8, true], [8, false], [4, true], [2, false]] as Array<[number, boolean]>) {
+      it(`forward ${name}, ${bits} bits ${signed ? 'signed' : 'unsigned'}: bit-exact vs CPU (f32 and f16 input)`, () => {
+        const c = mk(bits, signed, bits * 7 + (signed ? 1 : 0));
+        const { layout, cpu, gpu } = operands(c);
+        const ref = empty(c.shape, 'f32');
+        kernel('fakeQuantForward', cpu.x, cpu.s, cpu.z, cpu.col, ref, c.qmin, c.qmax, ...layout);
+        const out = nanDev(c.shape);
+        kernel('fakeQuantForward', gpu.x, gpu.s, gpu.z, gpu.col, out, c.qmin, c.qmax, ...layout);
+        expect(bitsEqual(host(out), ref)).toBe(0);
+        // f16 input read directly by the kernel == the CPU kernel on the widened values
+        const xh = cast(cpu.x, 'f16'), xw = cast(xh, 'f32');
+        const refH = empty(c.shape, 'f32');
+        kernel('fakeQuantForward', xw, cpu.s, cpu.z, cpu.col, refH, c.qmin, c.qmax, ...layout);
+        const outH = nanDev(c.shape);
+        kernel('fakeQuantForward', dev(xh), gpu.s, gpu.z, gpu.col, outH, c.qmin, c.qmax, ...layout);
+        expect(bitsEqual(host(outH), refH)).toBe(0);
+      });
+
+      it(`backward ${name}, ${bits} bits ${signed ? 'signed' : 'unsigned'}: gradX exact, parameter gradients 1e-5, reproducible`, () => {
+        const c = mk(bits, signed, bits * 11 + (signed ? 3 : 0));
+        const { layout, cpu, gpu } = operands(c);
+        const r = rng(99);
+        const g = f32(Array.from({ length: c.x.length }, () => r() * 2 - 1), c.shape);
+        const P = c.scale.length, K = c.col?.length ?? 0;
+        const ref = { gx: empty(c.shape), gs: empty([P]), gz: empty([P]), gc: K ? empty([K]) : null };
+        kernel('fakeQuantBackward', cpu.x, cpu.s, cpu.z, cpu.col, g, ref.gx, ref.gs, ref.gc, ref.gz, c.qmin, c.qmax, ...layout);
+        const run = () => {
+          const o = { gx: nanDev(c.shape), gs: nanDev([P]), gz: nanDev([P]), gc: K ? nanDev([K]) : null };
+          kernel('fakeQuantBackward', gpu.x, gpu.s, gpu.z, gpu.col, dev(g), o.gx, o.gs, o.gc, o.gz, c.qmin, c.qmax, ...layout);
+          return { gx: host(o.gx), gs: host(o.gs), gz: host(o.gz), gc: o.gc ? host(o.gc) : null };
+        };
+        const a = run(), b = run();
+        expect(bitsEqual(a.gx, ref.gx)).toBe(0);
+        expect(relErr(a.gs.data(), ref.gs.data())).toBeLessThan(1e-5);
+        expect(relErr(a.gz.data(), ref.gz.data())).toBeLessThan(1e-5);
+        if (a.gc) expect(relErr(a.gc.data(), ref.gc!.data())).toBeLessThan(1e-5);
+        // deterministic reductions: a second run gives the same bits
+        expect(bitsEqual(a.gs, b.gs) + bitsEqual(a.gz, b.gz) + (a.gc ? bitsEqual(a.gc, b.gc!) : 0)).toBe(0);
+      });
+    }
+  }
+
+  it('backward with only some gradient buffers, and a large tensor-granularity reduction (many partial blocks)', () => {
+    const c = makeCase('tensor', [1 << 18, 5], 8, true, 5);
+    const { layout, cpu, gpu } = operands(c);
+    const g = f32(Array.from({ length: c.x.length }, (_, i) => Math.sin(i)), c.shape);
+    const gsRef = empty([1]);
+    kernel('fakeQuantBackward', cpu.x, cpu.s, cpu.z, null, g, null, gsRef, null, null, c.qmin, c.qmax, ...layout);
+    const gs = nanDev([1]);
+    kernel('fakeQuantBackward', gpu.x, gpu.s, gpu.z, null, dev(g), null, gs, null, null, c.qmin, c.qmax, ...layout);
+    expect(relErr(host(gs).data(), gsRef.data())).toBeLessThan(1e-5);
+  });
+
+  for (const [name, mk] of CASES) {
+    for (const [dtype, bits, signed] of [['i8', 8, true], ['u8', 8, false], ['i4', 4, true]] as Array<['i8' | 'u8' | 'i4', number, boolean]>) {
+      it(`quantizePack / dequantize ${name} to ${dtype}: bit-exact vs CPU`, () => {
+        const c = mk(bits, signed, bits * 13 + (signed ? 5 : 0));
+        const { layout, cpu, gpu } = operands(c);
+        const ref = empty(c.shape, dtype);
+        kernel('quantizePack', cpu.x, cpu.s, cpu.z, cpu.col, ref, c.qmin, c.qmax, ...layout);
+        const codes = poisonDev(c.shape, dtype);
+        kernel('quantizePack', gpu.x, gpu.s, gpu.z, gpu.col, codes, c.qmin, c.qmax, ...layout);
+        expect(bitsEqual(host(codes), ref)).toBe(0);
+        const deRef = empty(c.shape, 'f32');
+        kernel('dequantize', ref, cpu.s, cpu.z, cpu.col, deRef, ...layout);
+        const de = nanDev(c.shape);
+        kernel('dequantize', codes, gpu.s, gpu.z, gpu.col, de, ...layout);
+        expect(bitsEqual(host(de), deRef)).toBe(0);
+      });
+    }
+  }
+});
+
+// ---- 8-bit GEMM -----------------------------------------------------------------------------
+function i8Codes(shape: number[], lo: number, hi: number, seed: number): Tensor {
+  const t = empty(shape, 'i8');
+  const d = t.cpuData() as Int8Array, r = rng(seed);
+  for (let i = 0; i < d.length; ++i) d[i] = lo + Math.floor(r() * (hi - lo + 1));
+  return t;
+}
+/** Packed i4 codes (low nibble first) and their values. */
+function i4Codes(n: number, k: number, seed: number): { t: Tensor; v: Int8Array } {
+  const t = empty([n, k], 'i4');
+  const d = t.cpuData() as Uint8Array, r = rng(seed), v = new Int8Array(n * k);
+  d.fill(0);
+  for (let i = 0; i < n * k; ++i) {
+    v[i] = -8 + Math.floor(r() * 16);
+    d[i >> 1]! |= (v[i]! & 0xf) << ((i & 1) * 4);
+  }
+  return { t, v };
+}
+const vec = (n: number, f: (i: number) => number) => f32(Array.from({ length: n }, (_, i) => f(i)), [n]);
+
+interface QgCase { M: number; N: number; K: number; bits: 8 | 4; aZero?: boolean; wZero?: boolean; perTensor?: boolean; bias?: boolean; lowRank?: number; out?: 'f32' | 'f16' | 'bf16'; unitScales?: boolean; clampCase?: boolean }
+
+/** CPU qgemmLinear (CPU packing) and CUDA qgemmLinear (CUDA packing) on the same codes. */
+function runQgemm(c: QgCase, seed: number): { got: Float32Array; ref: Float32Array; exact: Float64Array } {
+  const { M, N, K, bits } = c;
+  const r = rng(seed);
+  const a = i8Codes([M, K], -128, 127, seed + 1);
+  let w: Tensor, wv: ArrayLike<number>;
+  if (bits === 8) { w = i8Codes([N, K], c.clampCase ? -128 : -127, 127, seed + 2); wv = (w.cpuData() as Int8Array).map((x) => Math.max(x, -127)); }
+  else { const q = i4Codes(N, K, seed + 2); w = q.t; wv = q.v; }
+  const rows = c.perTensor ? 1 : M;
+  const sa = vec(rows, () => (c.unitScales ? 1 : 0.01 + 0.02 * r()));
+  const za = vec(rows, () => (c.aZero ? Math.round((r() - 0.5) * 40) : 0));
+  const sw = vec(N, () => (c.unitScales ? 1 : 0.005 + 0.01 * r()));
+  const zw = c.wZero ? vec(N, () => Math.round((r() - 0.5) * 6)) : null;
+  const bias = c.bias ? vec(N, () => r() - 0.5) : null;
+  const R = c.lowRank ?? 0;
+  const xa = R ? f32(Array.from({ length: M * R }, () => r() - 0.5), [M, R]) : null;
+  const lb = R ? f32(Array.from({ length: R * N }, () => r() - 0.5), [R, N]) : null;
+
+  // CPU
+  const packedC = empty([kernel('qgemmPackedBytes', N, K, bits) as number], 'i8'), sumsC = empty([N], 'i32');
+  kernel('qgemmPackWeights', w, packedC, sumsC, bits);
+  const ref = empty([M, N], 'f32');
+  kernel('qgemmLinear', a, sa, za, packedC, sumsC, sw, zw, bias, ref, bits, xa, lb);
+  // CUDA
+  const packedG = poisonDev([cudaAddon().qgemmPackedBytes(N, K, bits)], 'i8');
+  const sumsG = poisonDev([N], 'i32');
+  kernel('qgemmPackWeights', dev(w), packedG, sumsG, bits);
+  expect(bitsEqual(host(sumsG), sumsC)).toBe(0);
+  const out = nanDev([M, N], c.out ?? 'f32');
+  const d = (t: Tensor | null) => (t ? dev(t) : null);
+  kernel('qgemmLinear', dev(a), dev(sa), dev(za), packedG, sumsG, dev(sw), d(zw), d(bias), out, bits, d(xa), d(lb));
+  // float64 reference of the dequantized math
+  const av = a.cpuData() as Int8Array, sav = sa.data(), zav = za.data(), swv = sw.data(), zwv = zw?.data(), bv = bias?.data();
+  const xav = xa?.data(), lbv = lb?.data();
+  const exact = new Float64Array(M * N);
+  for (let m = 0; m < M; ++m) {
+    const ri = c.perTensor ? 0 : m;
+    for (let n = 0; n < N; ++n) {
+      let s = 0;
+      for (let k = 0; k < K; ++k) s += (av[m * K + k]! - zav[ri]!) * (wv[n * K + k]! - (zwv ? zwv[n]! : 0));
+      let y = sav[ri]! * swv[n]! * s + (bv ? bv[n]! : 0);
+      for (let q = 0; q < R; ++q) y += xav![m * R + q]! * lbv![q * N + n]!;
+      exact[m * N + n] = y;
+    }
+  }
+  return { got: host(out).data(), ref: ref.data(), exact };
+}
+
+const QG_CASES: Array<[string, QgCase]> = [
+  ['W8A8 32x64x64', { M: 32, N: 64, K: 64, bits: 8 }],
+  ['W8A8 odd 17x5x100', { M: 17, N: 5, K: 100, bits: 8 }],
+  ['W8A8 1x1x1', { M: 1, N: 1, K: 1, bits: 8 }],
+  ['W8A8 300x320x320 (128x64 tiles)', { M: 300, N: 320, K: 320, bits: 8 }],
+  ['W8A8 257x640x192 (128x128 tiles, M tail)', { M: 257, N: 640, K: 192, bits: 8 }],
+  ['W8A8 asymmetric activations + weight zero points', { M: 63, N: 130, K: 77, bits: 8, aZero: true, wZero: true }],
+  ['W8A8 per-tensor scale, bias', { M: 129, N: 96, K: 128, bits: 8, perTensor: true, aZero: true, bias: true }],
+  ['W8A8 low rank 40', { M: 70, N: 200, K: 96, bits: 8, bias: true, lowRank: 40 }],
+  ['W8A8 weight code -128 (clamped to -127 like the CPU)', { M: 16, N: 24, K: 48, bits: 8, clampCase: true }],
+  ['W4A8 64x128x256', { M: 64, N: 128, K: 256, bits: 4 }],
+  ['W4A8 odd 33x17x90, zero points, bias', { M: 33, N: 17, K: 90, bits: 4, aZero: true, wZero: true, bias: true }],
+  ['W4A8 200x1280x320', { M: 200, N: 1280, K: 320, bits: 4, bias: true }],
+];
+
+describe.skipIf(!cudaAvailable)(`CUDA 8-bit GEMM${cudaAvailable ? '' : ` (skipped: ${cudaReason})`}`, () => {
+  for (const [name, c] of QG_CASES) {
+    it(`${name}: f32 out equals the CPU qgemm to rounding and the float64 reference`, () => {
+      const { got, ref, exact } = runQgemm(c, c.M * 31 + c.N * 7 + c.K);
+      expect(relErr(got, ref)).toBeLessThan(c.lowRank ? 1e-5 : 1e-6);
+      expect(relErr(got, exact)).toBeLessThan(1e-5);
+    });
+  }
+  it('integer part exact: unit scales, |sums| < 2^24, zero points', () => {
+    const { got, exact } = runQgemm({ M: 45, N: 70, K: 150, bits: 8, aZero: true, wZero: true, unitScales: true }, 7);
+    let bad = 0;
+    for (let i = 0; i < exact.length; ++i) if (got[i] !== exact[i]) bad++;
+    expect(bad).toBe(0);
+    const w4 = runQgemm({ M: 19, N: 33, K: 200, bits: 4, aZero: true, unitScales: true }, 8);
+    bad = 0;
+    for (let i = 0; i < w4.exact.length; ++i) if (w4.got[i] !== w4.exact[i]) bad++;
+    expect(bad).toBe(0);
+  });
+  for (const out of ['f16', 'bf16'] as const) {
+    it(`${out} output`, () => {
+      const { got, exact } = runQgemm({ M: 130, N: 192, K: 256, bits: 8, bias: true, out }, 11);
+      expect(relErr(got, exact)).toBeLessThan(out === 'f16' ? 2e-3 : 1e-2);
+    });
+  }
+
+  it('activation quantization (static u8 range with column factor, dynamic per token) equals the CPU kernel', () => {
+    const T = 37, K = 150, r = rng(3);
+    const x = f32(Array.from({ length: T * K }, () => (r() - 0.5) * 8), [T, K]);
+    const col = vec(K, () => 0.5 + r());
+    for (const [dynamic, scale, zero, qmin, qmax, c] of [[false, 0.03, 128, 0, 255, col], [false, 0.05, 0, -128, 127, null], [true, 1, 0, -127, 127, col], [true, 1, 0, -7, 7, null]] as Array<[boolean, number, number, number, number, Tensor | null]>) {
+      const codes = empty([T, K], 'i8'), so = empty([T]), zo = empty([T]);
+      kernel('qgemmQuantizeActs', x, codes, so, zo, dynamic, scale, zero, qmin, qmax, c);
+      const codesG = poisonDev([T, K], 'i8'), soG = nanDev([T]), zoG = nanDev([T]);
+      kernel('qgemmQuantizeActs', dev(x), codesG, soG, zoG, dynamic, scale, zero, qmin, qmax, c ? dev(c) : null);
+      expect(bitsEqual(host(codesG), codes)).toBe(0);
+      expect(bitsEqual(host(soG), so)).toBe(0);
+      expect(bitsEqual(host(zoG), zo)).toBe(0);
+    }
+  });
+});
+
+// ---- fp8 e4m3 -------------------------------------------------------------------------------
+function e4m3Decode(b: number): number {
+  const s = b & 0x80 ? -1 : 1, e = (b >> 3) & 0xf, m = b & 7;
+  if (e === 0xf && m === 7) return NaN;
+  return e === 0 ? s * (m / 8) * 2 ** -6 : s * (1 + m / 8) * 2 ** (e - 7);
+}
+/** Random finite e4m3 codes of moderate magnitude (|v| in about [2^-4, 16]). */
+function e4m3Codes(shape: number[], seed: number): { t: Tensor; v: Float64Array } {
+  const t = empty(shape, 'f8e4m3'), d = t.cpuData() as Uint8Array, r = rng(seed), v = new Float64Array(d.length);
+  for (let i = 0; i < d.length; ++i) {
+    const e = 3 + Math.floor(r() * 8), m = Math.floor(r() * 8), s = r() < 0.5 ? 0x80 : 0;
+    d[i] = s | (e << 3) | m;
+    v[i] = e4m3Decode(d[i]!);
+  }
+  return { t, v };
+}
+
+describe.skipIf(!cudaAvailable)(`CUDA fp8 e4m3 GEMM${cudaAvailable ? '' : ` (skipped: ${cudaReason})`}`, () => {
+  for (const [name, M, N, K, bits] of [['W8 e4m3 96x200x160', 96, 200, 160, 8], ['W8 e4m3 odd 33x17x50', 33, 17, 50, 8], ['W4 -> e4m3 130x256x320', 130, 256, 320, 4]] as Array<[string, number, number, number, 8 | 4]>) {
+    it(`${name} vs the float64 reference of the decoded codes (or QDM_UNSUPPORTED below sm_89)`, () => {
+      const a = e4m3Codes([M, K], M + K);
+      let w: Tensor, wv: ArrayLike<number>;
+      if (bits === 8) { const q = e4m3Codes([N, K], N * 3 + K); w = q.t; wv = q.v; } else { const q = i4Codes(N, K, N + 5); w = q.t; wv = q.v; }
+      const r = rng(M * N);
+      const sa = vec(M, () => 0.01 + 0.02 * r()), sw = vec(N, () => 0.01 + 0.02 * r()), bias = vec(N, () => r() - 0.5);
+      const packed = poisonDev([cudaAddon().qgemmPackedBytes(N, K, bits)], 'i8');
+      kernel('qgemmPackWeights', dev(w), packed, null, bits);
+      const out = nanDev([M, N]);
+      const call = () => kernel('qgemmLinear', dev(a.t), dev(sa), null, packed, null, dev(sw), null, dev(bias), out, bits, null, null);
+      if (capability() > 0 && capability() < 89) { expect(call).toThrow(/QDM_UNSUPPORTED|sm_89/); return; }
+      call();
+      const sav = sa.data(), swv = sw.data(), bv = bias.data(), exact = new Float64Array(M * N);
+      for (let m = 0; m < M; ++m)
+        for (let n = 0; n < N; ++n) {
+          let s = 0;
+          for (let k = 0; k < K; ++k) s += a.v[m * K + k]! * wv[n * K + k]!;
+          exact[m * N + n] = sav[m]! * swv[n]! * s + bv[n]!;
+        }
+      // products of e4m3 values are exact; only the tensor-core summation (f32, or narrower on Hopper) differs
+      expect(relErr(host(out).data(), exact)).toBeLessThan(2e-3);
+    });
+  }
+
+  it('fp8 activation quantization: per-token amax / 448 scales, codes within half an e4m3 step', () => {
+    const T = 20, K = 333, r = rng(17);
+    const x = f32(Array.from({ length: T * K }, () => (r() - 0.5) * 10), [T, K]);
+    const codes = poisonDev([T, K], 'f8e4m3'), so = nanDev([T]);
+    kernel('qgemmQuantizeActs', dev(x), codes, so, null, true, 1, 0, -448, 448, null);
+    const c = host(codes).cpuData() as Uint8Array, s = host(so).data(), xv = x.data();
+    for (let t = 0; t < T; ++t) {
+      let amax = 0;
+      for (let k = 0; k < K; ++k) amax = Math.max(amax, Math.abs(xv[t * K + k]!));
+      expect(Math.abs(s[t]! - amax / 448)).toBeLessThanOrEqual(amax / 448 * 1e-6);
+      for (let k = 0; k < K; ++k) {
+        const v = xv[t * K + k]! / s[t]!, d = e4m3Decode(c[t * K + k]!);
+        // half an ulp of e4m3 (3 mantissa bits), or of its subnormal step 2^-9
+        expect(Math.abs(d - v)).toBeLessThanOrEqual(Math.max(Math.abs(v) * 2 ** -4, 2 ** -10) * 1.0001);
+      }
+    }
+  });
+});
