@@ -1,7 +1,8 @@
-// CUDA bindings of the gemm family (compiled only with CUDA): matmul with the CPU binding's
-// argument list (bind_gemm.cpp), plus forceGemmKernel / gemmKernelInfo to pick the exact
-// SIMT path for f32 in tests. Validation mirrors the CPU binding; the launchers are in
-// src/cuda/gemm.cu.
+// CUDA bindings of the gemm family (compiled only with CUDA): matmul and conv2dForward /
+// conv2dBackwardInput / conv2dBackwardWeight with the CPU bindings' argument lists
+// (bind_gemm.cpp, bind_conv.cpp), plus forceGemmKernel / gemmKernelInfo to pick the exact SIMT
+// path for f32 matmuls in tests. Validation mirrors the CPU side; the launchers are in
+// src/cuda/gemm.cu and src/cuda/conv.cu.
 #include "binding/common.h"
 #include "qdm/cuda_gemm.h"
 
@@ -55,12 +56,84 @@ Napi::Value GemmKernelInfo(const Napi::CallbackInfo& info) {
   o.Set("available", avail);
   return o;
 }
+
+// ---- conv2d --------------------------------------------------------------------------------
+cuda::ConvParams convParamsFrom(Napi::Env env, const Napi::CallbackInfo& info, size_t i, const char* op) {
+  cuda::ConvParams p;
+  p.strideH = intArg(info, i, 1); p.strideW = intArg(info, i + 1, 1);
+  p.padH = intArg(info, i + 2, 0); p.padW = intArg(info, i + 3, 0);
+  p.dilH = intArg(info, i + 4, 1); p.dilW = intArg(info, i + 5, 1);
+  p.groups = intArg(info, i + 6, 1);
+  if (p.strideH < 1 || p.strideW < 1 || p.dilH < 1 || p.dilW < 1 || p.padH < 0 || p.padW < 0 || p.groups < 1 || p.groups > 65535)
+    throwCode(env, "QDM_BAD_ARGUMENT", std::string(op) + ": invalid stride/padding/dilation/groups");
+  return p;
+}
+int64_t outSize(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) { return (in + 2 * p - d * (k - 1) - 1) / s + 1; }
+
+// x [N,C,H,W], w [O,C/groups,KH,KW], y [N,O,OH,OW]: contiguous; x and w (and gradOut) of one
+// float dtype (`inputs`), the written operand any float dtype.
+void checkConv(Napi::Env env, const View& x, const View& w, const View& y, const cuda::ConvParams& p, const char* op, DType inputs, DType written) {
+  if (x.ndim != 4 || w.ndim != 4 || y.ndim != 4) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": expected 4-d input, weight and output");
+  if (!isFloat(inputs) || !isFloat(written)) throwCode(env, "QDM_DTYPE", std::string(op) + ": f32, f16 or bf16 operands expected");
+  if (!x.contiguous() || !w.contiguous() || !y.contiguous()) throwCode(env, "QDM_BAD_ARGUMENT", std::string(op) + ": operands must be contiguous");
+  if (x.shape[1] % p.groups || w.shape[0] % p.groups) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": groups must divide the input and output channels");
+  if (w.shape[1] * p.groups != x.shape[1]) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": weight in-channels x groups != input channels");
+  if (y.shape[0] != x.shape[0] || y.shape[1] != w.shape[0]) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": output batch/channels mismatch");
+  if (y.shape[2] != outSize(x.shape[2], w.shape[2], p.strideH, p.padH, p.dilH) || y.shape[3] != outSize(x.shape[3], w.shape[3], p.strideW, p.padW, p.dilW))
+    throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": output spatial size does not follow from input, kernel, stride, padding and dilation");
+  // The kernels index with 32-bit ints within a tensor.
+  if (x.numel() >= (int64_t{1} << 31) || y.numel() >= (int64_t{1} << 31) || w.numel() >= (int64_t{1} << 31))
+    throwCode(env, "QDM_BAD_ARGUMENT", std::string(op) + ": tensors over 2^31 elements are not supported on CUDA");
+}
+
+// conv2dForward(x, w, bias|null, out, sH, sW, pH, pW, dH, dW, groups)
+Napi::Value ConvForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&] {
+    View x = toDeviceView(env, info[0], "x"), w = toDeviceView(env, info[1], "weight"), y = toDeviceView(env, info[3], "out");
+    View bias = optDeviceView(env, info[2], "bias");
+    cuda::ConvParams p = convParamsFrom(env, info, 4, "conv2d");
+    if (x.dtype != w.dtype) throwCode(env, "QDM_DTYPE", std::string("conv2d: input and weight dtypes differ (") + dtypeName(x.dtype) + ", " + dtypeName(w.dtype) + ")");
+    checkConv(env, x, w, y, p, "conv2d", x.dtype, y.dtype);
+    if (bias.data && (bias.ndim != 1 || bias.shape[0] != w.shape[0] || !bias.contiguous() || !isFloat(bias.dtype)))
+      throwCode(env, "QDM_SHAPE_MISMATCH", "conv2d: bias must be a contiguous float vector of out-channels length");
+    cuda::conv2dForward(x, w, bias, y, p);
+    return env.Undefined();
+  });
+}
+// conv2dBackwardInput(gradOut, w, gradX, ...params)
+Napi::Value ConvBackwardInput(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&] {
+    View gy = toDeviceView(env, info[0], "gradOut"), w = toDeviceView(env, info[1], "weight"), gx = toDeviceView(env, info[2], "gradX");
+    cuda::ConvParams p = convParamsFrom(env, info, 3, "conv2d backward (input)");
+    if (gy.dtype != w.dtype) throwCode(env, "QDM_DTYPE", "conv2d backward (input): gradOut and weight dtypes differ");
+    checkConv(env, gx, w, gy, p, "conv2d backward (input)", gy.dtype, gx.dtype);
+    cuda::conv2dBackwardInput(gy, w, gx, p);
+    return env.Undefined();
+  });
+}
+// conv2dBackwardWeight(x, gradOut, gradW, ...params)
+Napi::Value ConvBackwardWeight(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&] {
+    View x = toDeviceView(env, info[0], "x"), gy = toDeviceView(env, info[1], "gradOut"), gw = toDeviceView(env, info[2], "gradW");
+    cuda::ConvParams p = convParamsFrom(env, info, 3, "conv2d backward (weight)");
+    if (gy.dtype != x.dtype) throwCode(env, "QDM_DTYPE", "conv2d backward (weight): input and gradOut dtypes differ");
+    checkConv(env, x, gw, gy, p, "conv2d backward (weight)", x.dtype, gw.dtype);
+    cuda::conv2dBackwardWeight(x, gy, gw, p);
+    return env.Undefined();
+  });
+}
 }  // namespace
 
 void registerCudaGemm(Napi::Env env, Napi::Object exports) {
   QDM_EXPORT(exports, "matmul", Matmul);
   QDM_EXPORT(exports, "forceGemmKernel", ForceGemmKernel);
   QDM_EXPORT(exports, "gemmKernelInfo", GemmKernelInfo);
+  QDM_EXPORT(exports, "conv2dForward", ConvForward);
+  QDM_EXPORT(exports, "conv2dBackwardInput", ConvBackwardInput);
+  QDM_EXPORT(exports, "conv2dBackwardWeight", ConvBackwardWeight);
 }
 #endif
 }  // namespace qdm::binding

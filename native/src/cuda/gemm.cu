@@ -213,7 +213,7 @@ void runSimt(const GemmDesc& d) {
 
 void runGemm(const GemmDesc& d) {
   if (d.batch <= 0 || d.M <= 0 || d.N <= 0) return;
-  if (d.M > INT32_MAX || d.N > INT32_MAX || d.K > INT32_MAX || (d.M + 127) / 128 > 65535)
+  if (d.M > INT32_MAX || d.N > INT32_MAX || d.K > INT32_MAX || (d.M + 63) / 64 > 65535)
     throw KernelError("QDM_BAD_ARGUMENT", "matmul: a dimension is too large for the CUDA GEMM");
   const bool tensor = d.at == d.bt && d.K > 0 && gemmMode() != GemmMode::Simt;
   if (!tensor) { runSimt(d); return; }
