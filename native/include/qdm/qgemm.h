@@ -18,6 +18,7 @@
 // Layout of the output: out[t * rsT + o * rsO] (linear: rsT = N, rsO = 1; conv: rsT = 1, rsO = P).
 #pragma once
 #include <cstdint>
+#include <functional>
 
 #include "qdm/view.h"
 
@@ -42,12 +43,18 @@ struct Weights {
   int bits;
 };
 
+// Produces activation row t (K codes), either a pointer into existing codes or written into
+// `scratch` (K bytes, per thread): conv2d builds its im2row rows this way, one at a time while the
+// GEMM packs them, so no P x K im2row matrix is ever materialized.
+using RowFn = std::function<const int8_t*(int64_t t, int8_t* scratch)>;
+
 struct Activations {
-  const int8_t* codes;  // row t at codes + t * ld
+  const int8_t* codes;  // row t at codes + t * ld (unless rowFn is set)
   int64_t rows, ld;
   const float* scale;   // scale[t * scaleStride]
   const float* zero;    // zero[t * scaleStride] (integer-valued)
   int64_t scaleStride;  // 1: per row, 0: per tensor
+  const RowFn* rowFn = nullptr;
 };
 
 // out as described above. threaded: may use the pool (never pass true from inside a pool task).

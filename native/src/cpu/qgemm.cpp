@@ -85,6 +85,11 @@ int32_t codeAt(const View& codes, int64_t e) {
 // followed by the absolute values); rowSum[t] = sum_k qa[t, k].
 void packActivations(const Activations& a, int64_t K, int mr, bool abs, int8_t* dst, int32_t* rowSum, int64_t p0, int64_t p1) {
   const int64_t kg = groupsOf(K), gs = (abs ? 2 : 1) * mr * 4;
+  thread_local std::vector<int8_t> scratch, tail;
+  thread_local std::vector<uint8_t> absRow;
+  if (a.rowFn) scratch.resize(static_cast<size_t>(K));
+  tail.resize(static_cast<size_t>(kg * 4));
+  absRow.resize(static_cast<size_t>(kg * 4));
   for (int64_t p = p0; p < p1; ++p) {
     int8_t* d = dst + p * kg * gs;
     for (int i = 0; i < mr; ++i) {
@@ -96,17 +101,20 @@ void packActivations(const Activations& a, int64_t K, int mr, bool abs, int8_t* 
         }
         continue;
       }
-      const int8_t* s = a.codes + t * a.ld;
+      const int8_t* s = a.rowFn ? (*a.rowFn)(t, scratch.data()) : a.codes + t * a.ld;
+      if (K % 4 != 0) {  // zero-pad the last group
+        std::memcpy(tail.data(), s, static_cast<size_t>(K));
+        std::memset(tail.data() + K, 0, static_cast<size_t>(kg * 4 - K));
+        s = tail.data();
+      }
+      // Sum and absolute values as plain loops over the row (vectorized by the compiler), then
+      // 4-byte moves into the interleaved panel.
       int32_t sum = 0;
+      for (int64_t k = 0; k < K; ++k) sum += s[k];
+      if (abs) for (int64_t k = 0; k < kg * 4; ++k) absRow[k] = static_cast<uint8_t>(s[k] < 0 ? -s[k] : s[k]);
       for (int64_t g = 0; g < kg; ++g) {
-        int8_t* q = d + g * gs + i * 4;
-        if (g * 4 + 4 <= K) std::memcpy(q, s + g * 4, 4);
-        else for (int kk = 0; kk < 4; ++kk) q[kk] = g * 4 + kk < K ? s[g * 4 + kk] : 0;
-        sum += q[0] + q[1] + q[2] + q[3];
-        if (abs) {
-          int8_t* qa = q + mr * 4;
-          for (int kk = 0; kk < 4; ++kk) qa[kk] = static_cast<int8_t>(static_cast<uint8_t>(q[kk] < 0 ? -q[kk] : q[kk]));
-        }
+        std::memcpy(d + g * gs + i * 4, s + g * 4, 4);
+        if (abs) std::memcpy(d + g * gs + (mr + i) * 4, absRow.data() + g * 4, 4);
       }
       rowSum[t] = sum;
     }
@@ -315,41 +323,48 @@ void conv2d(const View& x, const Weights& w, const QConvParams& p, float scale, 
   const float* px = x.ptr<float>();
   float* py = out.ptr<float>();
   const bool direct = p.kh == 1 && p.kw == 1 && p.strideH == 1 && p.strideW == 1 && p.padH == 0 && p.padW == 0;
-  std::vector<int8_t> hwc(static_cast<size_t>(H * W * C));
-  std::vector<int8_t> rowsBuf(direct ? 0 : static_cast<size_t>(P * Kc));
+  thread_local std::vector<int8_t> hwcBuf;  // grows once, never re-zeroed
+  hwcBuf.resize(static_cast<size_t>(H * W * C));
+  int8_t* hwc = hwcBuf.data();  // (a pointer: the lambdas below run on pool threads)
   const float za = zero - shift;
+  // im2row row of output pixel q, built on demand by the GEMM's activation packing.
+  const RowFn im2row = [&](int64_t q, int8_t* dst) -> const int8_t* {
+    const int64_t oh = q / OW, ow = q % OW;
+    int8_t* d = dst;
+    for (int64_t kh = 0; kh < p.kh; ++kh) {
+      const int64_t ih = oh * p.strideH - p.padH + kh * p.dilH;
+      for (int64_t kw = 0; kw < p.kw; ++kw, d += C) {
+        const int64_t iw = ow * p.strideW - p.padW + kw * p.dilW;
+        if (ih < 0 || ih >= H || iw < 0 || iw >= W) std::memset(d, static_cast<uint8_t>(zc), C);
+        else std::memcpy(d, hwc + (ih * W + iw) * C, C);
+      }
+    }
+    return dst;
+  };
   for (int64_t n = 0; n < N; ++n) {
     const float* xi = px + n * C * H * W;
     // Quantize once, channels last: an im2row row is then kh*kw runs of C contiguous codes,
     // matching the (kh, kw, c) reduction order the 4-d weights were packed in.
-    parallelFor(H * W, std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1)), [&](int64_t s0, int64_t s1) {
-      for (int64_t c = 0; c < C; ++c) {
-        const float s = col ? scale * col[c] : scale;
-        const float* xc = xi + c * H * W;
-        for (int64_t s_ = s0; s_ < s1; ++s_)
-          hwc[s_ * C + c] = static_cast<int8_t>(std::min(std::max(std::nearbyint(xc[s_] / s) + zero, qmin), qmax) - shift);
+    // Blocks of 64 pixels: each channel's run is quantized by the (vectorized) row kernel into a
+    // small buffer, then transposed into place.
+    const KernelDesc& kd = active();
+    constexpr int64_t kBlock = 64;
+    parallelFor((H * W + kBlock - 1) / kBlock, std::max<int64_t>(1, 128 / std::max<int64_t>(C, 1)), [&](int64_t b0, int64_t b1) {
+      thread_local std::vector<int8_t> tmp;
+      tmp.resize(static_cast<size_t>(C * kBlock));
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t s0 = b * kBlock, len = std::min(kBlock, H * W - s0);
+        for (int64_t c = 0; c < C; ++c) {
+          const float s = col ? scale * col[c] : scale;
+          kd.quantRow(xi + c * H * W + s0, len, s, nullptr, zero, qmin, qmax, shift, tmp.data() + c * kBlock);
+        }
+        for (int64_t i = 0; i < len; ++i) {
+          int8_t* d = hwc + (s0 + i) * C;
+          for (int64_t c = 0; c < C; ++c) d[c] = tmp[c * kBlock + i];
+        }
       }
     });
-    const int8_t* A = hwc.data();
-    if (!direct) {
-      int8_t* R = rowsBuf.data();
-      parallelFor(P, 64, [&](int64_t q0, int64_t q1) {
-        for (int64_t q = q0; q < q1; ++q) {
-          const int64_t oh = q / OW, ow = q % OW;
-          int8_t* dst = R + q * Kc;
-          for (int64_t kh = 0; kh < p.kh; ++kh) {
-            const int64_t ih = oh * p.strideH - p.padH + kh * p.dilH;
-            for (int64_t kw = 0; kw < p.kw; ++kw, dst += C) {
-              const int64_t iw = ow * p.strideW - p.padW + kw * p.dilW;
-              if (ih < 0 || ih >= H || iw < 0 || iw >= W) std::memset(dst, static_cast<uint8_t>(zc), C);
-              else std::memcpy(dst, hwc.data() + (ih * W + iw) * C, C);
-            }
-          }
-        }
-      });
-      A = R;
-    }
-    Activations acts{A, P, Kc, &scale, &za, 0};
+    Activations acts{hwc, P, Kc, &scale, &za, 0, direct ? nullptr : &im2row};
     gemm(acts, w, py + n * w.n * P, 1, P, true);
   }
 }
