@@ -8,7 +8,7 @@
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { Tensor, cast, empty, full, kernel, tensor } from '@qdm/core';
-import { layoutOf, type FakeQuantParams } from '@qdm/quant';
+import { fakeQuant, layoutOf, type FakeQuantParams } from '@qdm/quant';
 import { cudaUnavailableReason } from '../../core/src/backend/index.js';
 import { makeCase, rng, type Case } from './helpers.js';
 
@@ -114,6 +114,15 @@ describe.skipIf(!cudaAvailable)(`CUDA fake quant${cudaAvailable ? '' : ` (skippe
       });
     }
   }
+
+  it('fakeQuant() from @qdm/quant dispatches to the CUDA kernel for device tensors (f32, channel layout)', () => {
+    const c = makeCase('channel', [16, 8, 3, 3], 4, true, 21);
+    const q = params(c);
+    const ref = fakeQuant(f32(c.x, c.shape), q);
+    const got = fakeQuant(dev(f32(c.x, c.shape)), { ...q, scale: dev(q.scale), zeroPoint: dev(q.zeroPoint) });
+    expect(got.device).toBe('cuda');
+    expect(bitsEqual(host(got), ref)).toBe(0);
+  });
 
   it('backward with only some gradient buffers, and a large tensor-granularity reduction (many partial blocks)', () => {
     const c = makeCase('tensor', [1 << 18, 5], 8, true, 5);
