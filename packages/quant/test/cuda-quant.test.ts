@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { Tensor, cast, empty, full, kernel, tensor } from '@qdm/core';
 import { fakeQuant, layoutOf, type FakeQuantParams } from '@qdm/quant';
 import { cudaUnavailableReason } from '../../core/src/backend/index.js';
-import { makeCase, rng, type Case } from './helpers.js';
+import { makeCase, rng, vals, type Case } from './helpers.js';
 
 const cudaReason = cudaUnavailableReason();
 const cudaAvailable = cudaReason === null;
@@ -106,9 +106,9 @@ describe.skipIf(!cudaAvailable)(`CUDA fake quant${cudaAvailable ? '' : ` (skippe
         };
         const a = run(), b = run();
         expect(bitsEqual(a.gx, ref.gx)).toBe(0);
-        expect(relErr(a.gs.data(), ref.gs.data())).toBeLessThan(1e-5);
-        expect(relErr(a.gz.data(), ref.gz.data())).toBeLessThan(1e-5);
-        if (a.gc) expect(relErr(a.gc.data(), ref.gc!.data())).toBeLessThan(1e-5);
+        expect(relErr(vals(a.gs), vals(ref.gs))).toBeLessThan(1e-5);
+        expect(relErr(vals(a.gz), vals(ref.gz))).toBeLessThan(1e-5);
+        if (a.gc) expect(relErr(vals(a.gc), vals(ref.gc!))).toBeLessThan(1e-5);
         // deterministic reductions: a second run gives the same bits
         expect(bitsEqual(a.gs, b.gs) + bitsEqual(a.gz, b.gz) + (a.gc ? bitsEqual(a.gc, b.gc!) : 0)).toBe(0);
       });
@@ -132,7 +132,7 @@ describe.skipIf(!cudaAvailable)(`CUDA fake quant${cudaAvailable ? '' : ` (skippe
     kernel('fakeQuantBackward', cpu.x, cpu.s, cpu.z, null, g, null, gsRef, null, null, c.qmin, c.qmax, ...layout);
     const gs = nanDev([1]);
     kernel('fakeQuantBackward', gpu.x, gpu.s, gpu.z, null, dev(g), null, gs, null, null, c.qmin, c.qmax, ...layout);
-    expect(relErr(host(gs).data(), gsRef.data())).toBeLessThan(1e-5);
+    expect(relErr(vals(host(gs)), vals(gsRef))).toBeLessThan(1e-5);
   });
 
   for (const [name, mk] of CASES) {
@@ -209,8 +209,8 @@ function runQgemm(c: QgCase, seed: number): { got: Float32Array; ref: Float32Arr
   const d = (t: Tensor | null) => (t ? dev(t) : null);
   kernel('qgemmLinear', dev(a), dev(sa), dev(za), packedG, sumsG, dev(sw), d(zw), d(bias), out, bits, d(xa), d(lb));
   // float64 reference of the dequantized math
-  const av = a.cpuData() as Int8Array, sav = sa.data(), zav = za.data(), swv = sw.data(), zwv = zw?.data(), bv = bias?.data();
-  const xav = xa?.data(), lbv = lb?.data();
+  const av = a.cpuData() as Int8Array, sav = vals(sa), zav = vals(za), swv = vals(sw), zwv = (zw ? vals(zw) : undefined), bv = (bias ? vals(bias) : undefined);
+  const xav = (xa ? vals(xa) : undefined), lbv = (lb ? vals(lb) : undefined);
   const exact = new Float64Array(M * N);
   for (let m = 0; m < M; ++m) {
     const ri = c.perTensor ? 0 : m;
@@ -222,7 +222,7 @@ function runQgemm(c: QgCase, seed: number): { got: Float32Array; ref: Float32Arr
       exact[m * N + n] = y;
     }
   }
-  return { got: host(out).data(), ref: ref.data(), exact };
+  return { got: vals(host(out)), ref: vals(ref), exact };
 }
 
 const QG_CASES: Array<[string, QgCase]> = [
@@ -312,7 +312,7 @@ describe.skipIf(!cudaAvailable)(`CUDA fp8 e4m3 GEMM${cudaAvailable ? '' : ` (ski
       const call = () => kernel('qgemmLinear', dev(a.t), dev(sa), null, packed, null, dev(sw), null, dev(bias), out, bits, null, null);
       if (capability() > 0 && capability() < 89) { expect(call).toThrow(/QDM_UNSUPPORTED|sm_89/); return; }
       call();
-      const sav = sa.data(), swv = sw.data(), bv = bias.data(), exact = new Float64Array(M * N);
+      const sav = vals(sa), swv = vals(sw), bv = vals(bias), exact = new Float64Array(M * N);
       for (let m = 0; m < M; ++m)
         for (let n = 0; n < N; ++n) {
           let s = 0;
@@ -320,7 +320,7 @@ describe.skipIf(!cudaAvailable)(`CUDA fp8 e4m3 GEMM${cudaAvailable ? '' : ` (ski
           exact[m * N + n] = sav[m]! * swv[n]! * s + bv[n]!;
         }
       // products of e4m3 values are exact; only the tensor-core summation (f32, or narrower on Hopper) differs
-      expect(relErr(host(out).data(), exact)).toBeLessThan(2e-3);
+      expect(relErr(vals(host(out)), exact)).toBeLessThan(2e-3);
     });
   }
 
@@ -329,7 +329,7 @@ describe.skipIf(!cudaAvailable)(`CUDA fp8 e4m3 GEMM${cudaAvailable ? '' : ` (ski
     const x = f32(Array.from({ length: T * K }, () => (r() - 0.5) * 10), [T, K]);
     const codes = poisonDev([T, K], 'f8e4m3'), so = nanDev([T]);
     kernel('qgemmQuantizeActs', dev(x), codes, so, null, true, 1, 0, -448, 448, null);
-    const c = host(codes).cpuData() as Uint8Array, s = host(so).data(), xv = x.data();
+    const c = host(codes).cpuData() as Uint8Array, s = vals(host(so)), xv = vals(x);
     for (let t = 0; t < T; ++t) {
       let amax = 0;
       for (let k = 0; k < K; ++k) amax = Math.max(amax, Math.abs(xv[t * K + k]!));
