@@ -18,7 +18,8 @@ const cudaAddon = () => (require_('@qdm/native') as { cuda: { forceGemmKernel(n:
 const TF32 = 1e-3, EXACT = 1e-5, OUT_F16 = 2e-3, OUT_BF16 = 1.5e-2;
 let seed = 1;
 
-function relErr(got: Float32Array, ref: Float32Array): number {
+function relErr(got: Float32Array, refData: ReturnType<Tensor['data']>): number {
+  const ref = refData as Float32Array;
   let num = 0, den = 0;
   for (let i = 0; i < ref.length; ++i) {
     if (!Number.isFinite(got[i]!)) return Infinity;  // NaN never passes
@@ -33,7 +34,7 @@ function rnd(shape: number[], dt: DType): Tensor {
   return dt === 'f32' ? t : cast(cast(t, dt), 'f32');
 }
 const dev = (t: Tensor, dt: DType) => cast(t, dt).to('cuda');
-const host = (t: Tensor) => t.to('cpu').data();
+const host = (t: Tensor) => t.to('cpu').data() as Float32Array;  // float dtypes read back as f32
 
 interface MmCase { B: number; M: number; N: number; K: number; dt: DType; out?: DType; transA?: boolean; transB?: boolean; bcastB?: boolean; alpha?: number; beta?: number }
 function runMatmul(c: MmCase): number {
@@ -160,7 +161,7 @@ describe.skipIf(!cudaAvailable)(`CUDA conv2d${cudaAvailable ? '' : ` (skipped: $
       for (const t of [xs, ws, bs]) t.requiresGrad = true;
       const y = conv2d(xs, ws, bs, { stride: 1, padding: 1 });
       sum(mul(y, y)).backward();
-      return [y, xs.grad!, ws.grad!, bs.grad!].map((t) => t.to('cpu').data());
+      return [y, xs.grad!, ws.grad!, bs.grad!].map(host);
     };
     const ref = run('cpu'), got = run('cuda');
     for (let i = 0; i < ref.length; ++i) expect(relErr(got[i]!, ref[i]!), `output ${i}`).toBeLessThan(2 * TF32);
