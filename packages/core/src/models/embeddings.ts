@@ -4,13 +4,20 @@
 // The sinusoids are computed in JavaScript doubles from the timestep values, then stored as
 // one tensor: sin(t * f) for t near 1000 loses ~1e-4 in fp32, which would dominate an
 // otherwise fp32-accurate forward, and the values are few (batch x channels).
+// A timestep given as a tensor on a device other than the CPU is embedded on that device
+// instead (deviceSinusoidalEmbedding): no host read-back and no host-to-device copy inside the
+// forward, so a whole U-Net step can be captured into a CUDA graph with the timestep as one of
+// its inputs. That path computes in fp32 (about 1e-4 absolute at t near 1000; far inside
+// half-precision tolerance).
 import { ArgumentError, ShapeError } from '../errors.js';
 import { Tensor, shapeStr } from '../tensor.js';
-import type { Device } from '../memory.js';
+import { keep, type Device } from '../memory.js';
 import type { DType } from '../dtype.js';
 import { tensor } from '../ops/creation.js';
 import { cast } from '../ops/shape.js';
-import { add, silu, gelu, relu } from '../ops/elementwise.js';
+import { add, silu, gelu, relu, mul, sin, cos } from '../ops/elementwise.js';
+import { concat } from '../ops/indexing.js';
+import { reshape, expand } from '../ops/shape.js';
 import { dataOf } from '../tensor-data.js';
 import { Module } from '../nn/module.js';
 import { Linear } from '../nn/layers.js';
@@ -59,6 +66,42 @@ export function sinusoidalEmbedding(
   }
   const t = tensor(out, { shape: [values.length, dim], device: opts.device ?? 'cpu' });
   return opts.dtype && opts.dtype !== 'f32' ? cast(t, opts.dtype) : t;
+}
+
+// Frequency rows per (device, dim, shift, period, scale): created once, outside any graph capture
+// (run a model eagerly once before capturing it, as captureGraph's rules say).
+const freqCache = new Map<string, Tensor>();
+function deviceFrequencies(device: Device, half: number, shift: number, maxPeriod: number, scale: number): Tensor {
+  const key = `${device}:${half}:${shift}:${maxPeriod}:${scale}`;
+  let f = freqCache.get(key);
+  if (!f || f.isDisposed) {
+    const v = new Float32Array(half);
+    for (let i = 0; i < half; ++i) v[i] = scale * Math.exp((-Math.log(maxPeriod) * i) / (half - shift));
+    f = tensor(v, { shape: [1, half], device });
+    keep(f);
+    freqCache.set(key, f);
+  }
+  return f;
+}
+
+/** sinusoidalEmbedding of a timestep tensor ([] or [1] broadcast to batch, or [batch]) on its own device. */
+export function deviceSinusoidalEmbedding(
+  timesteps: Tensor, batch: number, dim: number,
+  opts: { flipSinToCos: boolean; downscaleFreqShift: number; scale?: number; maxPeriod?: number; dtype?: DType },
+): Tensor {
+  if (timesteps.ndim > 1) throw new ShapeError(`timestep tensor must be 0-d or 1-d, got ${shapeStr(timesteps.shape)}`);
+  if (timesteps.numel !== 1 && timesteps.numel !== batch) throw new ShapeError(`${timesteps.numel} timesteps for a batch of ${batch}`);
+  if (dim % 2 !== 0) throw new ArgumentError(`deviceSinusoidalEmbedding: odd embedding width ${dim} is only supported with CPU timesteps`);
+  const half = dim / 2;
+  const freqs = deviceFrequencies(timesteps.device, half, opts.downscaleFreqShift, opts.maxPeriod ?? 10000, opts.scale ?? 1);
+  const t32 = timesteps.dtype === 'f32' ? timesteps : cast(timesteps, 'f32');
+  const col = expand(reshape(t32, [timesteps.numel, 1]), [batch, 1]);
+  const args = mul(col, freqs);
+  const s = sin(args), c = cos(args);
+  const out = opts.flipSinToCos ? concat([c, s], 1) : concat([s, c], 1);
+  for (const x of [args, s, c]) x.dispose();
+  if (t32 !== timesteps) t32.dispose();
+  return opts.dtype && opts.dtype !== 'f32' ? cast(out, opts.dtype) : out;
 }
 
 /** diffusers' `Timesteps`: the parameter-free sinusoidal projection. */

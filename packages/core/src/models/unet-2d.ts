@@ -10,7 +10,7 @@ import { cast } from '../ops/shape.js';
 import { Module } from '../nn/module.js';
 import { Conv2d, Embedding, GroupNorm, Identity, ModuleList } from '../nn/layers.js';
 import { ACTIVATIONS, ConfigReader, resolveConfig, UNET_2D_DEFAULTS, type ActivationName, type RawConfig } from './config.js';
-import { Activation, TimestepEmbedding, Timesteps, timestepValues, type TimestepInput } from './embeddings.js';
+import { Activation, TimestepEmbedding, Timesteps, deviceSinusoidalEmbedding, timestepValues, type TimestepInput } from './embeddings.js';
 import {
   DOWN_BLOCK_TYPES, UP_BLOCK_TYPES, makeDownBlock, makeUpBlock, UNetMidBlock2D,
   type BlockArgs, type MidBlock, type UNetDownBlock, type UNetUpBlock,
@@ -139,6 +139,11 @@ export abstract class UNetBase extends Module {
 
   /** The timestep values broadcast to the batch, as an embedding in the sample's dtype/device. */
   protected timeEmbedding(proj: Timesteps, sample: Tensor, timestep: TimestepInput): Tensor {
+    if (timestep instanceof Tensor && timestep.device !== 'cpu' && timestep.device === sample.device) {
+      return deviceSinusoidalEmbedding(timestep, sample.shape[0]!, proj.numChannels, {
+        flipSinToCos: proj.flipSinToCos, downscaleFreqShift: proj.downscaleFreqShift, scale: proj.scale, dtype: sample.dtype,
+      });
+    }
     const values = timestepValues(timestep, sample.shape[0]!, this.constructor.name);
     return proj.call(values, { device: sample.device, dtype: sample.dtype });
   }
