@@ -176,3 +176,19 @@ export async function importWorkspace(name) {
     return import(dist);
   }
 }
+
+// The full-size configs, for machines without shared/fixtures (the GPU machine): the values of
+// unet-keys/sd15.json and unet-keys/ddpm-cifar10-32.json that decide the architecture.
+export const SD15_CONFIG = {
+  _class_name: 'UNet2DConditionModel', sample_size: 64, in_channels: 4, out_channels: 4, flip_sin_to_cos: true, freq_shift: 0,
+  down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
+  mid_block_type: 'UNetMidBlock2DCrossAttn', up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
+  block_out_channels: [320, 640, 1280, 1280], layers_per_block: 2, downsample_padding: 1, mid_block_scale_factor: 1, act_fn: 'silu',
+  norm_num_groups: 32, norm_eps: 1e-5, cross_attention_dim: 768, attention_head_dim: 8, use_linear_projection: false,
+};
+export const CIFAR_CONFIG = {
+  _class_name: 'UNet2DModel', sample_size: 32, in_channels: 3, out_channels: 3, time_embedding_type: 'positional', freq_shift: 1, flip_sin_to_cos: false,
+  down_block_types: ['DownBlock2D', 'AttnDownBlock2D', 'DownBlock2D', 'DownBlock2D'], mid_block_type: 'UNetMidBlock2D',
+  up_block_types: ['UpBlock2D', 'UpBlock2D', 'AttnUpBlock2D', 'UpBlock2D'], block_out_channels: [128, 256, 256, 256], layers_per_block: 2,
+  mid_block_scale_factor: 1, downsample_padding: 0, act_fn: 'silu', attention_head_dim: null, norm_num_groups: 32, norm_eps: 1e-6, add_attention: true,
+};
