@@ -242,6 +242,24 @@ describe('quantConv2d vs conv2d on fake-quantized operands', () => {
     }
   }
 
+  it('colFactor [C] divides each input channel before quantizing (3 images, 3x3, pad 1)', () => {
+    const r = rng(12);
+    const N = 3, C = 6, H = 7, O = 10;
+    const x = tensor(Float32Array.from({ length: N * C * H * H }, () => gauss(r)), { shape: [N, C, H, H] });
+    const col = Float32Array.from({ length: C }, () => 0.5 + r());
+    const W = tensor(Float32Array.from({ length: O * C * 9 }, () => gauss(r) * 0.1), { shape: [O, C, 3, 3] });
+    const wp = chanParams(O, rowAbsMax(W.data(), O), 8);
+    const w = packWeights(quantizeCodes(W, wp, 'i8'), wp.scale);
+    const act: ActQuant = { scale: 0.02, zeroPoint: 3, qmin: -128, qmax: 127 };
+    // Reference: codes rne(x / fp32(0.02 c)) + 3, dequantized WITHOUT the factor (it belongs to the weights).
+    const sc = tensor(Float32Array.from(col, (c) => Math.fround(0.02 * c)));
+    const xhat = fakeQuant(x, { scale: sc, zeroPoint: tensor(new Float32Array(C).fill(3)), qmin: -128, qmax: 127, granularity: 'channel', channelAxis: 1 })
+      .div(tensor(col, { shape: [1, C, 1, 1] }));
+    const ref = conv2d(xhat, fakeQuant(W, wp), null, { padding: 1 });
+    const y = quantConv2d(x, w, [3, 3], act, { padding: 1, colFactor: tensor(col) });
+    expect(maxRelErr(y.data(), Float64Array.from(ref.data()))).toBeLessThan(1e-5);
+  });
+
   it('kernels agree bit for bit on a 3x3 conv', () => {
     const r = rng(4);
     const x = tensor(Float32Array.from({ length: 16 * 10 * 10 }, () => gauss(r)), { shape: [1, 16, 10, 10] });
