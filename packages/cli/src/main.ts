@@ -6,6 +6,7 @@ import { infoSpec, runInfo } from './commands/info.js';
 import { sampleSpec, runSample } from './commands/sample.js';
 import { evalSpec, runEval } from './commands/eval.js';
 import { demoSpec, runDemo } from './commands/demo.js';
+import { quantizeSpec, runQuantize } from './commands/quantize.js';
 
 interface Command { spec: CommandSpec; run(opts: ParsedOptions, positionals: string[]): Promise<void> }
 
@@ -13,6 +14,7 @@ const commands: Command[] = [
   { spec: demoSpec, run: runDemo },
   { spec: sampleSpec, run: runSample },
   { spec: evalSpec, run: runEval },
+  { spec: quantizeSpec, run: runQuantize },
   { spec: infoSpec, run: runInfo },
 ];
 

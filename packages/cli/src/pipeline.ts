@@ -7,6 +7,7 @@ import {
   type Scheduler, type Module,
 } from '@qdm/core';
 import { loadDigitsUnet, loadDigitsScheduler, NULL_CLASS, DIGITS_UNET_CONFIG } from '@qdm/digits';
+import { loadQuantized } from '@qdm/quant';
 import { UsageError, type OptionSpec } from './args.js';
 import { Progress } from './progress.js';
 
@@ -25,10 +26,20 @@ export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
   guidance: { type: 'number', description: 'classifier-free guidance scale', default: 2, min: 0 },
   seed: { type: 'integer', description: 'random seed', default: 0 },
   batch: { type: 'integer', description: 'samples per model call', default: 50, min: 1 },
+  quantized: { type: 'string', description: 'a quantized checkpoint of the model (qdm quantize --out), run on the integer GEMM' },
 };
 
 /** 'digits' (the embedded model), 'digits-untrained' (its architecture, random weights) or a diffusers model folder (a pipeline folder with unet/ also works). */
-export async function loadUnet(model: string): Promise<{ unet: UNet; scheduler: Scheduler }> {
+export async function loadUnet(model: string, quantized?: string): Promise<{ unet: UNet; scheduler: Scheduler }> {
+  const loaded = await loadFloatUnet(model);
+  if (!quantized) return loaded;
+  if (!existsSync(quantized)) throw new UsageError(`qdm: no quantized checkpoint at '${quantized}' (write one with qdm quantize --out FILE)`);
+  // The checkpoint replaces the float layers by quantized ones and runs them on the integer GEMM.
+  loadQuantized(quantized, { model: loaded.unet, integer: true });
+  return loaded;
+}
+
+async function loadFloatUnet(model: string): Promise<{ unet: UNet; scheduler: Scheduler }> {
   if (model === 'digits') return { unet: (await loadDigitsUnet()) as UNet, scheduler: await loadDigitsScheduler() };
   // The untrained baseline of the embedded model: its architecture with seeded random weights.
   if (model === 'digits-untrained') { manualSeed(0); return { unet: new UNet2DModel(DIGITS_UNET_CONFIG) as UNet, scheduler: await loadDigitsScheduler() }; }

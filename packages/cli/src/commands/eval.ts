@@ -35,7 +35,7 @@ export async function runEval(opts: ParsedOptions): Promise<void> {
     const pr = precisionRecall(real, { data: features, n, d: FEATURE_DIM });
     rows.push({ variant: 'real training digits', fid: fid(reference, { data: features, n, d: FEATURE_DIM }), classAccuracy: predictions.filter((p, i) => p === labels[i]).length / n, precision: pr.precision, recall: pr.recall });
   }
-  const { unet, scheduler } = await loadUnet(opts.model as string);
+  const { unet, scheduler } = await loadUnet(opts.model as string, opts.quantized as string | undefined);
   const labels = balancedLabels(opts.n as number);
   const r = await generate(unet, withSampler(scheduler, opts.scheduler as string), { labels, steps: opts.steps as number, guidance: opts.guidance as number, seed: opts.seed as number, batch: opts.batch as number });
   const q = evaluateDigits(r.samples, labels, classifier, reference, real);

@@ -23,7 +23,7 @@ export async function runSample(opts: ParsedOptions): Promise<void> {
     if (!Number.isInteger(v) || v < 0) throw new UsageError(`qdm sample: --labels must be non-negative integers, got '${s}'`);
     return v;
   }) : balancedLabels(opts.n as number);
-  const { unet, scheduler } = await loadUnet(opts.model as string);
+  const { unet, scheduler } = await loadUnet(opts.model as string, opts.quantized as string | undefined);
   const classes = Number(unet.config.num_class_embeds ?? 0);
   if (classes && labels.some((l) => l >= classes)) throw new UsageError(`qdm sample: the model has ${classes} class embeddings; labels must be below that`);
   const sched = withSampler(scheduler, opts.scheduler as string);
