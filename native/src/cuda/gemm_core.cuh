@@ -162,7 +162,17 @@ __global__ void __launch_bounds__(Cfg::THREADS) tensorCoreGemm(Problem p) {
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp / Cfg::WN, wn = warp % Cfg::WN;
-  const int m0 = blockIdx.y * Cfg::BM, n0 = blockIdx.x * Cfg::BN, z = blockIdx.z;
+  // Grouped rasterisation (a bijection of the grid): consecutive blocks walk GROUP tile rows
+  // down one tile column before moving right, so GROUP A panels and a few B panels are what the
+  // blocks resident at one time read, and they stay in L2.
+  constexpr int64_t GROUP = 8;
+  const int64_t tilesN = gridDim.x, tilesM = gridDim.y;
+  const int64_t id = static_cast<int64_t>(blockIdx.y) * tilesN + blockIdx.x;
+  const int64_t firstM = id / (GROUP * tilesN) * GROUP, local = id % (GROUP * tilesN);
+  const int64_t groupRows = tilesM - firstM < GROUP ? tilesM - firstM : GROUP;
+  const int m0 = static_cast<int>((firstM + local % groupRows) * Cfg::BM);
+  const int n0 = static_cast<int>((local / groupRows) * Cfg::BN);
+  const int z = blockIdx.z;
   const auto A = p.aLoader(z, tid);
   auto B = p.bLoader(z, n0, tid);
   const int kTiles = (p.K + BK - 1) / BK;
