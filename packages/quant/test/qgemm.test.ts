@@ -2,7 +2,7 @@
 // the vpmaddubsw saturation worst case), scalar vs AVX2 bit-for-bit, and quantLinear /
 // quantConv2d against the fake-quant float graph on the same codes.
 import { afterAll, describe, expect, it } from 'vitest';
-import { conv2d, enableGrad, linear, noGrad, tensor, type Tensor } from '@qdm/core';
+import { conv2d, enableGrad, getNumThreads, linear, noGrad, setNumThreads, tensor, type Tensor } from '@qdm/core';
 import { fakeQuant, forceQgemmKernel, packWeights, qgemmKernelInfo, quantConv2d, quantLinear, quantizeActivations, quantizeCodes, type ActQuant } from '@qdm/quant';
 import { gauss, rng, roundHalfEven } from './helpers.js';
 
@@ -77,6 +77,18 @@ describe('qgemm integer part', () => {
       });
     }
   }
+
+  it('results do not depend on the thread count', () => {
+    const c = runIntCase({ T: 130, N: 70, K: 200, bits: 8, act4: false, zeros: true }, 77);
+    const r = rng(3);
+    const x = tensor(Float32Array.from({ length: 130 * 200 }, () => gauss(r)), { shape: [130, 200] });
+    const before = getNumThreads();
+    try {
+      const outs = [1, 2].map((n) => { setNumThreads(n); return [quantLinear(c.x, c.w, c.act).data(), quantLinear(x, c.w, 'dynamic').data()]; });
+      expect(Buffer.from(outs[0]![0]!.buffer).equals(Buffer.from(outs[1]![0]!.buffer))).toBe(true);
+      expect(Buffer.from(outs[0]![1]!.buffer).equals(Buffer.from(outs[1]![1]!.buffer))).toBe(true);
+    } finally { setNumThreads(before); }
+  });
 
   it('saturation worst case: a = -128 against w = +-127 (and -128 clamped to -127), large K, is exact', () => {
     for (const K of [1000, 4099]) {
