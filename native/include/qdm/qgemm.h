@@ -55,6 +55,11 @@ struct Activations {
   const float* zero;    // zero[t * scaleStride] (integer-valued)
   int64_t scaleStride;  // 1: per row, 0: per tensor
   const RowFn* rowFn = nullptr;
+  // Optional low-rank branch added in the tile epilogue: out += xa[t, :] . b[:, o]
+  // (xa [rows, rank] and b [rank, n], row-major f32; LoRA / SVDQuant).
+  const float* lowRankXa = nullptr;
+  const float* lowRankB = nullptr;
+  int64_t lowRank = 0;
 };
 
 // out as described above. threaded: may use the pool (never pass true from inside a pool task).

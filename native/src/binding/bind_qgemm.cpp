@@ -4,7 +4,6 @@
 
 #include "binding/common.h"
 #include "qdm/cpu.h"
-#include "qdm/gemm.h"
 #include "qdm/qgemm.h"
 
 namespace qdm::binding {
@@ -90,14 +89,15 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
     qg::Weights w = weightsArg(env, info, 3, N, K, static_cast<int>(intArg(info, 9)));
     qg::Activations a{codes.ptr<int8_t>(), T, K, sa.ptr<float>(), za.ptr<float>(), sa.numel() == T ? 1 : 0};
     if (T == 1) a.scaleStride = 0;
-    qg::gemm(a, w, out.ptr<float>(), N, 1, true);
     if (!info[10].IsNull() && !info[10].IsUndefined()) {
       View xa = needDense(env, info[10], "lowRank xa", DType::F32), b = needDense(env, info[11], "lowRank b", DType::F32);
       if (xa.ndim != 2 || b.ndim != 2 || xa.shape[0] != T || b.shape[1] != N || xa.shape[1] != b.shape[0])
         throwCode(env, "QDM_SHAPE_MISMATCH", "qgemmLinear: low-rank xa [T, r] and b [r, N] expected");
-      const int64_t r = xa.shape[1];
-      cpu::sgemm(T, N, r, 1.0f, xa.ptr<float>(), r, 1, b.ptr<float>(), N, 1, 1.0f, out.ptr<float>(), N, 1);
+      a.lowRankXa = xa.ptr<float>();
+      a.lowRankB = b.ptr<float>();
+      a.lowRank = xa.shape[1];
     }
+    qg::gemm(a, w, out.ptr<float>(), N, 1, true);
     return env.Undefined();
   });
 }

@@ -126,12 +126,12 @@ void packActivations(const Activations& a, int64_t K, int mr, bool abs, int8_t* 
 }
 
 // Epilogue of one tile: acc [mr][16] raw sums -> out for the m x n valid part.
-struct PanelTerms { int32_t rsW[kQPanel], zw[kQPanel], Kzw[kQPanel]; float sw[kQPanel], bias[kQPanel]; bool anyZw; };
+struct PanelTerms { int32_t rsW[kQPanel], zw[kQPanel], Kzw[kQPanel]; float sw[kQPanel], bias[kQPanel]; bool anyZw; int64_t o0, n; };
 
 void epilogue(const int32_t* acc, int mr, int m, int n, int64_t t0, const Activations& a, const int32_t* rowSumA,
               const PanelTerms& pt, int bits, int w8ActBias, float* out, int64_t rsT, int64_t rsO, detail::EpilogueRows fast) {
   const uint32_t biasW8 = static_cast<uint32_t>(bits == 8 ? w8ActBias : 0);
-  if (fast && n == kQPanel && rsO == 1 && biasW8 == 0 && !pt.anyZw && m <= 16) {
+  if (fast && n == kQPanel && rsO == 1 && biasW8 == 0 && !pt.anyZw && m <= 16 && a.lowRank == 0) {
     float sa[16];
     int32_t rowConst[16];
     bool zeroFree = true;
@@ -163,6 +163,14 @@ void epilogue(const int32_t* acc, int mr, int m, int n, int64_t t0, const Activa
         y[j] = static_cast<float>(static_cast<int32_t>(v)) * (sa * pt.sw[j]) + pt.bias[j];
       }
     }
+    if (a.lowRank > 0) {  // the low-rank branch, added to the tile (no second pass over the output)
+      const float* xa = a.lowRankXa + t * a.lowRank;
+      for (int64_t q = 0; q < a.lowRank; ++q) {
+        const float xv = xa[q];
+        const float* b = a.lowRankB + q * pt.n + pt.o0;
+        for (int j = 0; j < n; ++j) y[j] += xv * b[j];
+      }
+    }
     float* o = out + t * rsT;
     if (rsO == 1 && n == kQPanel) std::memcpy(o, y, sizeof y);  // fixed size: inlined vector stores
     else if (rsO == 1) for (int j = 0; j < n; ++j) o[j] = y[j];
@@ -172,6 +180,8 @@ void epilogue(const int32_t* acc, int mr, int m, int n, int64_t t0, const Activa
 
 void panelTerms(const Weights& w, int64_t p, PanelTerms& pt) {
   pt.anyZw = false;
+  pt.o0 = p * kQPanel;
+  pt.n = w.n;
   for (int j = 0; j < kQPanel; ++j) {
     const int64_t o = p * kQPanel + j;
     const bool in = o < w.n;
