@@ -3,6 +3,8 @@
 // (bind_gemm.cpp, bind_conv.cpp), plus forceGemmKernel / gemmKernelInfo to pick the exact SIMT
 // path for f32 matmuls in tests. Validation mirrors the CPU side; the launchers are in
 // src/cuda/gemm.cu and src/cuda/conv.cu.
+#include <initializer_list>
+
 #include "binding/common.h"
 #include "qdm/cuda_gemm.h"
 
@@ -70,11 +72,12 @@ cuda::ConvParams convParamsFrom(Napi::Env env, const Napi::CallbackInfo& info, s
 }
 int64_t outSize(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) { return (in + 2 * p - d * (k - 1) - 1) / s + 1; }
 
-// x [N,C,H,W], w [O,C/groups,KH,KW], y [N,O,OH,OW]: contiguous; x and w (and gradOut) of one
-// float dtype (`inputs`), the written operand any float dtype.
-void checkConv(Napi::Env env, const View& x, const View& w, const View& y, const cuda::ConvParams& p, const char* op, DType inputs, DType written) {
+// x [N,C,H,W], w [O,C/groups,KH,KW], y [N,O,OH,OW]: contiguous, every operand f32, f16 or bf16
+// (two inputs of different dtypes are computed in f32, as on the CPU).
+void checkConv(Napi::Env env, const View& x, const View& w, const View& y, const cuda::ConvParams& p, const char* op, std::initializer_list<DType> dtypes) {
   if (x.ndim != 4 || w.ndim != 4 || y.ndim != 4) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": expected 4-d input, weight and output");
-  if (!isFloat(inputs) || !isFloat(written)) throwCode(env, "QDM_DTYPE", std::string(op) + ": f32, f16 or bf16 operands expected");
+  for (DType t : dtypes)
+    if (!isFloat(t)) throwCode(env, "QDM_DTYPE", std::string(op) + ": f32, f16 or bf16 operands expected, got " + dtypeName(t));
   if (!x.contiguous() || !w.contiguous() || !y.contiguous()) throwCode(env, "QDM_BAD_ARGUMENT", std::string(op) + ": operands must be contiguous");
   if (x.shape[1] % p.groups || w.shape[0] % p.groups) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": groups must divide the input and output channels");
   if (w.shape[1] * p.groups != x.shape[1]) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": weight in-channels x groups != input channels");
@@ -93,8 +96,7 @@ Napi::Value ConvForward(const Napi::CallbackInfo& info) {
     View x = toDeviceView(env, info[0], "x"), w = toDeviceView(env, info[1], "weight"), y = toDeviceView(env, info[3], "out");
     View bias = optDeviceView(env, info[2], "bias");
     cuda::ConvParams p = convParamsFrom(env, info, 4, "conv2d");
-    if (x.dtype != w.dtype) throwCode(env, "QDM_DTYPE", std::string("conv2d: input and weight dtypes differ (") + dtypeName(x.dtype) + ", " + dtypeName(w.dtype) + ")");
-    checkConv(env, x, w, y, p, "conv2d", x.dtype, y.dtype);
+    checkConv(env, x, w, y, p, "conv2d", {x.dtype, w.dtype, y.dtype});
     if (bias.data && (bias.ndim != 1 || bias.shape[0] != w.shape[0] || !bias.contiguous() || !isFloat(bias.dtype)))
       throwCode(env, "QDM_SHAPE_MISMATCH", "conv2d: bias must be a contiguous float vector of out-channels length");
     cuda::conv2dForward(x, w, bias, y, p);
@@ -107,8 +109,7 @@ Napi::Value ConvBackwardInput(const Napi::CallbackInfo& info) {
   return guarded(env, [&] {
     View gy = toDeviceView(env, info[0], "gradOut"), w = toDeviceView(env, info[1], "weight"), gx = toDeviceView(env, info[2], "gradX");
     cuda::ConvParams p = convParamsFrom(env, info, 3, "conv2d backward (input)");
-    if (gy.dtype != w.dtype) throwCode(env, "QDM_DTYPE", "conv2d backward (input): gradOut and weight dtypes differ");
-    checkConv(env, gx, w, gy, p, "conv2d backward (input)", gy.dtype, gx.dtype);
+    checkConv(env, gx, w, gy, p, "conv2d backward (input)", {gy.dtype, w.dtype, gx.dtype});
     cuda::conv2dBackwardInput(gy, w, gx, p);
     return env.Undefined();
   });
@@ -119,8 +120,7 @@ Napi::Value ConvBackwardWeight(const Napi::CallbackInfo& info) {
   return guarded(env, [&] {
     View x = toDeviceView(env, info[0], "x"), gy = toDeviceView(env, info[1], "gradOut"), gw = toDeviceView(env, info[2], "gradW");
     cuda::ConvParams p = convParamsFrom(env, info, 3, "conv2d backward (weight)");
-    if (gy.dtype != x.dtype) throwCode(env, "QDM_DTYPE", "conv2d backward (weight): input and gradOut dtypes differ");
-    checkConv(env, x, gw, gy, p, "conv2d backward (weight)", x.dtype, gw.dtype);
+    checkConv(env, x, gw, gy, p, "conv2d backward (weight)", {x.dtype, gy.dtype, gw.dtype});
     cuda::conv2dBackwardWeight(x, gy, gw, p);
     return env.Undefined();
   });

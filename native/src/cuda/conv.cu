@@ -9,7 +9,8 @@
 // with bounds checks, zero for padding). The loads are register-staged: issued before the
 // tile's MMAs, stored to shared memory after them. The weight tile is a dense K-major cp.async
 // operand (packed to a 16-byte row pitch first when C/groups*KH*KW is not a multiple of 8 / 4).
-// The epilogue adds the bias and scatters into NCHW in the output dtype. Depthwise convolutions
+// The epilogue adds the bias and scatters into NCHW in the output dtype. Mixed input dtypes
+// (f16 activations, f32 weight) are widened to f32 first, as on the CPU. Depthwise convolutions
 // run through the same kernel (one output channel per group: mostly idle tiles, correct).
 //
 // Backward (explicit, simpler; a later version can make both implicit):
@@ -242,20 +243,55 @@ Geom geomOf(const View& x, const View& w, const View& y, const ConvParams& p) {
   d.Cg = d.C / d.G; d.Og = d.O / d.G;
   return d;
 }
+// Operands of different dtypes (e.g. f16 activations with an f32 weight) are computed in f32,
+// as the CPU does: the narrower one is widened into a workspace (freed after the enqueues).
+__global__ void widenKernel(const void* src, DType t, float* dst, int64_t n) {
+  QDM_GRID_STRIDE(i, n) dst[i] = loadAsFloat(src, t, i);
+}
+struct Widened {
+  View a, b;
+  void* wa = nullptr;
+  void* wb = nullptr;
+  Widened(const View& x, const View& y) : a(x), b(y) {
+    if (x.dtype == y.dtype) return;
+    if (x.dtype != DType::F32) a = widen(x, wa);
+    if (y.dtype != DType::F32) b = widen(y, wb);
+  }
+  ~Widened() {
+    if (wa) freeDevice(wa);
+    if (wb) freeDevice(wb);
+  }
+  Widened(const Widened&) = delete;
+  Widened& operator=(const Widened&) = delete;
+  static View widen(const View& v, void*& work) {
+    const int64_t n = v.numel();
+    work = allocDevice(static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float));
+    widenKernel<<<gridFor(n, 256), 256, 0, stream()>>>(v.data, v.dtype, static_cast<float*>(work), n);
+    checkLaunch("conv2d (widen mixed dtypes to f32)");
+    View out = v;  // contiguous: same shape and strides
+    out.data = work;
+    out.dtype = DType::F32;
+    return out;
+  }
+};
 }  // namespace
 
 void conv2dForward(const View& x, const View& w, const View& bias, const View& y, const ConvParams& p) {
   const Geom d = geomOf(x, w, y, p);
   if (y.numel() == 0) return;
   if (x.numel() == 0 || d.R() == 0) throw KernelError("QDM_BAD_ARGUMENT", "conv2dForward: empty input or kernel");
-  if (x.dtype == DType::F16) forwardTyped<__half>(d, x, w, bias, y);
-  else if (x.dtype == DType::BF16) forwardTyped<__nv_bfloat16>(d, x, w, bias, y);
-  else forwardTyped<float>(d, x, w, bias, y);
+  const Widened in(x, w);
+  if (in.a.dtype == DType::F16) forwardTyped<__half>(d, in.a, in.b, bias, y);
+  else if (in.a.dtype == DType::BF16) forwardTyped<__nv_bfloat16>(d, in.a, in.b, bias, y);
+  else forwardTyped<float>(d, in.a, in.b, bias, y);
 }
 
-void conv2dBackwardInput(const View& gy, const View& w, const View& gx, const ConvParams& p) {
-  const Geom d = geomOf(gx, w, gy, p);
+void conv2dBackwardInput(const View& gyIn, const View& wIn, const View& gx, const ConvParams& p) {
+  const Geom d = geomOf(gx, wIn, gyIn, p);
   if (gx.numel() == 0) return;
+  const Widened in(gyIn, wIn);
+  const View& gy = in.a;
+  const View& w = in.b;
   const int64_t R = d.R(), L = d.L();
   const int64_t perImage = R * L * static_cast<int64_t>(sizeof(float));
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(d.N, (256LL << 20) / std::max<int64_t>(perImage, 1)));
@@ -277,9 +313,12 @@ void conv2dBackwardInput(const View& gy, const View& w, const View& gx, const Co
   freeDevice(cols);
 }
 
-void conv2dBackwardWeight(const View& x, const View& gy, const View& gw, const ConvParams& p) {
-  const Geom d = geomOf(x, gw, gy, p);
+void conv2dBackwardWeight(const View& xIn, const View& gyIn, const View& gw, const ConvParams& p) {
+  const Geom d = geomOf(xIn, gw, gyIn, p);
   if (gw.numel() == 0) return;
+  const Widened in(xIn, gyIn);
+  const View& x = in.a;
+  const View& gy = in.b;
   const int64_t R = d.R(), L = d.L(), NL = static_cast<int64_t>(d.N) * L;
   const int64_t es = static_cast<int64_t>(dtypeSize(x.dtype));
   void* gyT = allocDevice(static_cast<size_t>(d.O * NL * es));

@@ -8,8 +8,9 @@
 //     views matmul's backward and linear produce) with a 16-byte aligned base and leading and
 //     batch strides; anything else is first packed K-major into an allocDevice workspace (the
 //     CPU GEMM packs every operand, so the contract "any strides" is kept);
-//   - mixed operand dtypes, K == 0 and GemmMode::Simt run an exact-fp32 SIMT kernel that reads
-//     any strides directly.
+//   - operands of different dtypes are both computed in f32 (TF32; the non-f32 one is widened
+//     while packed), as the CPU computes everything in f32;
+//   - K == 0 and GemmMode::Simt run an exact-fp32 SIMT kernel that reads any strides directly.
 // The output may be f32, f16 or bf16 with any strides; alpha/beta are applied in fp32 in the
 // epilogue, and beta == 0 never reads the output (NaNs there are not propagated, as on the CPU).
 #include <algorithm>
@@ -90,6 +91,13 @@ __global__ void packKMajor(const W* src, int64_t bs, int64_t rs, int64_t cs, W* 
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t k = i % K, r = (i / K) % R, z = i / (K * R);
     dst[(z * R + r) * ld + k] = src[z * bs + r * rs + k * cs];
+  }
+}
+// Same, converting any float dtype to f32 (operands of mixed dtypes are multiplied in TF32).
+__global__ void packWidenKMajor(const void* src, DType t, int64_t bs, int64_t rs, int64_t cs, float* dst, int64_t R, int64_t K, int64_t ld, int64_t total) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t k = i % K, r = (i / K) % R, z = i / (K * R);
+    dst[(z * R + r) * ld + k] = loadAsFloat(src, t, z * bs + r * rs + k * cs);
   }
 }
 int gridFor(int64_t total, int threads) { return static_cast<int>(std::min<int64_t>((total + threads - 1) / threads, 65535LL * 8)); }
@@ -179,7 +187,15 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 // Uses the operand (R rows, reduction K; row stride rs, k stride cs, batch stride bs) in place
 // when one of its two dims is contiguous and everything is 16-byte aligned; otherwise packs it
 // K-major into `work` (the caller frees it after the launch).
-Operand prepare(const void* ptr, DType t, int64_t batch, int64_t R, int64_t K, int64_t bs, int64_t rs, int64_t cs, void*& work) {
+// `target` is the dtype the kernel runs in: an operand of another dtype is always packed, widened to f32.
+Operand prepare(const void* ptr, DType t, DType target, int64_t batch, int64_t R, int64_t K, int64_t bs, int64_t rs, int64_t cs, void*& work) {
+  if (t != target) {
+    const int64_t ld = (K + 3) / 4 * 4, nb = bs == 0 ? 1 : batch, total = nb * R * K;
+    work = allocDevice(static_cast<size_t>(nb * R * ld) * sizeof(float));
+    packWidenKMajor<<<gridFor(total, 256), 256, 0, stream()>>>(ptr, t, bs, rs, cs, static_cast<float*>(work), R, K, ld, total);
+    checkLaunch("matmul (widen operand)");
+    return {work, bs == 0 ? 0 : R * ld, ld, true};
+  }
   const int64_t es = static_cast<int64_t>(dtypeSize(t)), epc = 16 / es;
   const bool batchOk = bs % epc == 0;
   if (aligned16(ptr) && batchOk) {
@@ -215,18 +231,18 @@ void runGemm(const GemmDesc& d) {
   if (d.batch <= 0 || d.M <= 0 || d.N <= 0) return;
   if (d.M > INT32_MAX || d.N > INT32_MAX || d.K > INT32_MAX || (d.M + 63) / 64 > 65535)
     throw KernelError("QDM_BAD_ARGUMENT", "matmul: a dimension is too large for the CUDA GEMM");
-  const bool tensor = d.at == d.bt && d.K > 0 && gemmMode() != GemmMode::Simt;
-  if (!tensor) { runSimt(d); return; }
+  if (d.K == 0 || gemmMode() == GemmMode::Simt) { runSimt(d); return; }
+  const DType run = d.at == d.bt ? d.at : DType::F32;  // mixed dtypes: both in f32 (TF32)
   void* wa = nullptr;
   void* wb = nullptr;
   // A is [M, K]; B^T is [N, K] (row stride csb, k stride rsb).
-  const Operand A = prepare(d.a, d.at, d.batch, d.M, d.K, d.bsa, d.rsa, d.csa, wa);
-  const Operand B = prepare(d.b, d.bt, d.batch, d.N, d.K, d.bsb, d.csb, d.rsb, wb);
+  const Operand A = prepare(d.a, d.at, run, d.batch, d.M, d.K, d.bsa, d.rsa, d.csa, wa);
+  const Operand B = prepare(d.b, d.bt, run, d.batch, d.N, d.K, d.bsb, d.csb, d.rsb, wb);
   const int64_t ces = static_cast<int64_t>(dtypeSize(d.ct));
   const bool pairs = d.csc == 1 && d.rsc % 2 == 0 && d.bsc % 2 == 0 && (reinterpret_cast<uintptr_t>(d.c) % (2 * ces)) == 0;
   const DenseEpilogue epi{d.c, d.ct, d.bsc, d.rsc, d.csc, static_cast<int>(d.M), static_cast<int>(d.N), d.alpha, d.beta, pairs};
-  if (d.at == DType::F16) launchTensorCore<__half>(d, A, B, epi);
-  else if (d.at == DType::BF16) launchTensorCore<__nv_bfloat16>(d, A, B, epi);
+  if (run == DType::F16) launchTensorCore<__half>(d, A, B, epi);
+  else if (run == DType::BF16) launchTensorCore<__nv_bfloat16>(d, A, B, epi);
   else launchTensorCore<float>(d, A, B, epi);
   if (wa) freeDevice(wa);  // stream-ordered: safe right after the enqueue
   if (wb) freeDevice(wb);

@@ -7,8 +7,9 @@
 namespace qdm::cuda::gemm {
 // C[z][m,n] = alpha * sum_k A[z][m,k] B[z][k,n] + beta * C[z][m,n], element (z,m,k) of A at
 // a + z*bsa + m*rsa + k*csa (elements), likewise B and C. Picks the tensor-core kernel (packing
-// operands that are neither K- nor M/N-contiguous, or not 16-byte aligned, into a workspace)
-// or the SIMT kernel (mixed dtypes, K == 0, or GemmMode::Simt).
+// operands that are neither K- nor M/N-contiguous, or not 16-byte aligned, into a workspace;
+// mixed operand dtypes run in TF32 on operands widened to f32) or the SIMT kernel (K == 0, or
+// GemmMode::Simt).
 struct GemmDesc {
   int64_t batch = 1, M = 0, N = 0, K = 0;
   const void* a = nullptr; DType at = DType::F32; int64_t bsa = 0, rsa = 0, csa = 0;

@@ -81,19 +81,19 @@ describe.skipIf(!cudaAvailable)(`CUDA matmul${cudaAvailable ? '' : ` (skipped: $
       expect(runMatmul({ B: 2, M: 100, N: 120, K: 64, dt, out: 'bf16', beta: 1 })).toBeLessThan(bound(dt, 'bf16'));
     });
   }
-  it('f32 exact SIMT path (forceGemmKernel("simt")) and mixed dtypes', () => {
+  it('f32 exact SIMT path (forceGemmKernel("simt")); mixed dtypes in TF32', () => {
     expect(cudaAddon().forceGemmKernel('simt')).toBe(true);
     for (const [M, N, K] of [[7, 33, 130], [200, 150, 300]] as const) {
       expect(runMatmul({ B: 2, M, N, K, dt: 'f32', transA: true })).toBeLessThan(EXACT);
     }
     cudaAddon().forceGemmKernel('auto');
-    // f16 x f32 operands go to the SIMT kernel (no mixed tensor-core path).
+    // f16 x f32 operands: the f16 one is widened, both run in TF32.
     const a = rnd([1, 40, 50], 'f16'), b = rnd([1, 50, 30], 'f32');
     const ref = full([1, 40, 30], 0);
     kernel('matmul', a, b, ref, 1, 0);
     const got = full([1, 40, 30], NaN, { device: 'cuda' });
     kernel('matmul', cast(a, 'f16').to('cuda'), b.to('cuda'), got, 1, 0);
-    expect(relErr(host(got), ref.data())).toBeLessThan(EXACT);
+    expect(relErr(host(got), ref.data())).toBeLessThan(TF32);
   });
   it('K == 0 writes beta * out (and zeros for beta = 0)', () => {
     const got = full([1, 5, 6], NaN, { device: 'cuda' });
@@ -154,6 +154,21 @@ describe.skipIf(!cudaAvailable)(`CUDA conv2d${cudaAvailable ? '' : ` (skipped: $
       });
     }
   }
+  it('mixed dtypes (f16 input, f32 weight and gradOut) are computed in f32', () => {
+    const x = rnd([2, 8, 9, 9], 'f16'), w = rnd([12, 8, 3, 3], 'f32'), gy = rnd([2, 12, 9, 9], 'f32');
+    const params = [1, 1, 1, 1, 1, 1, 1];
+    const yRef = full([2, 12, 9, 9], 0), gxRef = full(x.shape, 0), gwRef = full(w.shape, 0);
+    kernel('conv2dForward', x, w, null, yRef, ...params);
+    kernel('conv2dBackwardInput', gy, w, gxRef, ...params);
+    kernel('conv2dBackwardWeight', x, gy, gwRef, ...params);
+    const y = full([2, 12, 9, 9], NaN, { device: 'cuda' }), gx = full(x.shape, NaN, { device: 'cuda', dtype: 'f16' }), gw = full(w.shape, NaN, { device: 'cuda' });
+    kernel('conv2dForward', dev(x, 'f16'), w.to('cuda'), null, y, ...params);
+    kernel('conv2dBackwardInput', gy.to('cuda'), w.to('cuda'), gx, ...params);
+    kernel('conv2dBackwardWeight', dev(x, 'f16'), gy.to('cuda'), gw, ...params);
+    expect(relErr(host(y), yRef.data())).toBeLessThan(TF32);
+    expect(relErr(host(gx), gxRef.data())).toBeLessThan(OUT_F16);
+    expect(relErr(host(gw), gwRef.data())).toBeLessThan(TF32);
+  });
   it('conv2d op with autograd on CUDA matches the CPU', () => {
     const x = rnd([2, 8, 12, 12], 'f32'), w = rnd([16, 8, 3, 3], 'f32'), b = rnd([16], 'f32');
     const run = (dv: 'cpu' | 'cuda') => {
