@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const scripts = ['cpu-kernels.mjs', 'unet-cpu.mjs', 'deepcache.mjs', 'quant-gemm.mjs'].filter((s) => existsSync(join(here, s)));
+const scripts = ['cpu-kernels.mjs', 'unet-cpu.mjs', 'deepcache.mjs', 'quant-gemm.mjs', 'deepcache-quant.mjs'].filter((s) => existsSync(join(here, s)));
 let failed = 0;
 for (const s of scripts) {
   console.log(`\n## ${s}\n`);
