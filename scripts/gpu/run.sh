@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (no Node.js, no network): unpacks the bundle that scripts/gpu/pack.sh
+# made next to this script, then runs the CUDA tests and the GPU benchmarks (benchmarks/gpu-*.mjs,
+# which run their PyTorch peers themselves), writing logs and JSON to $OUT (default ./gpu-out).
+#
+# Usage: bash run.sh [tests|bench|all]    (default all)
+#   QDM_GPU_TESTS   test paths for vitest (default: every CUDA test file)
+#   QDM_BENCH_ARGS  extra arguments for each benchmark (e.g. --quick)
+#   QDM_BENCH       which benchmarks (default: benchmarks/gpu-*.mjs)
+# Exit status: that of the test run (benchmarks only log their failures).
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+WHAT=${1:-all}
+OUT=${OUT:-$HERE/gpu-out}
+mkdir -p "$OUT"
+WORK=${QDM_GPU_WORK:-$(mktemp -d /tmp/qdm-gpu.XXXXXX)}
+mkdir -p "$WORK"
+t0=$(date +%s)
+
+xz -dc "$HERE/node.xz" > "$WORK/node" && chmod +x "$WORK/node" || { echo "run.sh: cannot unpack node.xz" | tee "$OUT/run.log"; exit 1; }
+mkdir -p "$WORK/repo"
+tar -xJf "$HERE/repo.tar.xz" -C "$WORK/repo" || { echo "run.sh: cannot unpack repo.tar.xz" | tee "$OUT/run.log"; exit 1; }
+export PATH="$WORK:$PATH"
+cd "$WORK/repo"
+
+{
+  echo "commit: $(cat "$HERE/COMMIT" 2>/dev/null)"
+  echo "node: $(node -v)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
+  node -e "const a=require('./native/index.cjs'); console.log(JSON.stringify(a.cudaInfo())); if (a.cuda && a.cudaInfo().deviceCount > 0) console.log(JSON.stringify(a.cuda.deviceInfo()))" 2>&1
+  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())" 2>&1
+} > "$OUT/env.log"
+cat "$OUT/env.log"
+
+rc=0
+if [ "$WHAT" = all ] || [ "$WHAT" = tests ]; then
+  # shellcheck disable=SC2206
+  tests=(${QDM_GPU_TESTS:-packages/core/test/cuda $(ls packages/*/test/cuda-*.test.ts 2>/dev/null)})
+  echo "== tests: ${tests[*]}"
+  node node_modules/vitest/vitest.mjs run "${tests[@]}" --reporter=default --reporter=json --outputFile.json="$OUT/tests.json" > "$OUT/tests.log" 2>&1
+  rc=$?
+  tail -40 "$OUT/tests.log"
+  echo "tests exit status $rc"
+fi
+if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
+  for b in ${QDM_BENCH:-benchmarks/gpu-*.mjs}; do
+    [ -f "$b" ] || continue
+    name=$(basename "$b" .mjs)
+    echo "== $name"
+    # shellcheck disable=SC2086
+    node "$b" --json "$OUT/$name.json" ${QDM_BENCH_ARGS:-} > "$OUT/$name.log" 2>&1
+    echo "$name exit status $?" | tee -a "$OUT/$name.log"
+    tail -25 "$OUT/$name.log"
+  done
+fi
+echo "run.sh: done in $(( $(date +%s) - t0 )) s; results in $OUT"
+exit $rc
