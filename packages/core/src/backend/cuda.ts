@@ -10,7 +10,7 @@
 // copies they make for the CPU kernels.
 import { DeviceError, QdmError } from '../errors.js';
 import { byteSize, DTYPE_BYTES, DTYPE_CODE, type DType } from '../dtype.js';
-import { setDeviceMemorySource, TensorStorage } from '../memory.js';
+import { isMetaMode, setDeviceMemorySource, TensorStorage } from '../memory.js';
 import { addon } from '../native.js';
 import { Tensor } from '../tensor.js';
 import type { Backend } from './index.js';
@@ -83,6 +83,7 @@ function toArg(a: unknown): unknown {
 }
 
 function newStorage(dtype: DType, numel: number): TensorStorage {
+  if (isMetaMode()) return new TensorStorage('cuda', dtype, numel);  // shape-only: no device memory
   const c = rt();
   let ptr: number;
   try {
