@@ -25,9 +25,10 @@
 
 namespace qdm::cuda::gemm {
 
-template <int BM_, int BN_, int WM_, int WN_, int STAGES_>
+template <int BM_, int BN_, int WM_, int WN_, int STAGES_, int MIN_BLOCKS_>
 struct TileCfg {
   static constexpr int BM = BM_, BN = BN_, WM = WM_, WN = WN_, STAGES = STAGES_;
+  static constexpr int MIN_BLOCKS = MIN_BLOCKS_;  // resident blocks per SM the register budget must allow
   static constexpr int THREADS = WM * WN * 32;
   static constexpr int WTM = BM / WM, WTN = BN / WN;  // warp tile
   static constexpr int MI = WTM / 16, NI = WTN / 8;  // mma tiles per warp
@@ -35,10 +36,10 @@ struct TileCfg {
   static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
   static_assert(NI % 2 == 0, "B fragments are loaded two n8 tiles at a time");
 };
-// 128x128 block, 8 warps as 2x4 (warp tile 64x32), 4 stages: 64 KiB of shared memory.
-using BigTile = TileCfg<128, 128, 2, 4, 4>;
-// 64x64 block, 4 warps as 2x2 (warp tile 32x32), 4 stages: 32 KiB; for small or skinny problems.
-using SmallTile = TileCfg<64, 64, 2, 2, 4>;
+// 128x128 block, 8 warps as 2x4 (warp tile 64x32), 4 stages: 64 KiB of shared memory, 2 blocks per SM.
+using BigTile = TileCfg<128, 128, 2, 4, 4, 2>;
+// 64x64 block, 4 warps as 2x2 (warp tile 32x32), 4 stages: 32 KiB, 4 blocks per SM; for small or skinny problems.
+using SmallTile = TileCfg<64, 64, 2, 2, 4, 4>;
 
 // ---- element helpers ---------------------------------------------------------------------
 __device__ __forceinline__ float loadAsFloat(const void* p, DType t, int64_t i) {
@@ -154,8 +155,12 @@ struct DenseLoader {
 // bLoader(z, n0, tid) -> loader with issue(smem, n0, k0) and finish(smem) (a register-staged
 // loader stores in finish, after the compute of the current tile); store2(z, m, n, v0, v1) for
 // the output pair (m, n), (m, n + 1).
+// 16-bit tiles are held to the register budget of MIN_BLOCKS resident blocks per SM (at 128
+// registers: no spills on sm_90a, a 4-byte one in two conv instances on sm_80); the TF32 path
+// loads fragments with more address arithmetic and would spill there, so it keeps the
+// compiler's choice.
 template <class T, class Cfg, bool A_KMAJOR, bool B_KMAJOR, class Problem>
-__global__ void __launch_bounds__(Cfg::THREADS) tensorCoreGemm(Problem p) {
+__global__ void __launch_bounds__(Cfg::THREADS, sizeof(T) == 2 ? Cfg::MIN_BLOCKS : 1) tensorCoreGemm(Problem p) {
   constexpr int ES = sizeof(T), BK = 64 / ES, S = Cfg::STAGES;
   constexpr int MI = Cfg::MI, NI = Cfg::NI;
   extern __shared__ __align__(128) unsigned char smem[];
