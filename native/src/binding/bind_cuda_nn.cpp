@@ -1,6 +1,7 @@
 // CUDA bindings of the nn family (compiled only with CUDA): groupNormForward/Backward,
 // groupNormSiluForward (CUDA only: y = silu(groupnorm(x)), same arguments as groupNormForward),
-// layerNormForward/Backward, softmaxForward/Backward and attentionForward, with the CPU bindings'
+// layerNormForward/Backward, softmaxForward/Backward and attentionForward (no attentionBackward:
+// gradients go through the composite path of ops/nn.ts), with the CPU bindings'
 // argument lists (bind_nn.cpp, bind_attention.cpp). Where the CPU takes contiguous f32 only,
 // these take contiguous f32, f16 or bf16 in any mix (math in f32, outputs in their own dtype).
 // Launchers: src/cuda/norm.cu, softmax.cu, attention.cu.
@@ -151,6 +152,38 @@ Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
     return env.Undefined();
   });
 }
+
+// attentionForward(q, k, v, mask|null, out, scale): q [..., Lq, D], k [..., Lk, D],
+// v [..., Lk, Dv], mask [..., Lq, Lk] additive or null, out [..., Lq, Dv] contiguous. Same rank
+// and batch shape for all (stride-0 dims broadcast); any strides but out's; D, Dv <= 160.
+Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "attentionForward";
+  return guarded(env, [&] {
+    View q = toDeviceView(env, info[0], "q"), k = toDeviceView(env, info[1], "k"), v = toDeviceView(env, info[2], "v");
+    View mask = optDeviceView(env, info[3], "mask");
+    View out = toDeviceView(env, info[4], "out");
+    const View* all[] = {&q, &k, &v, &out, mask.data ? &mask : nullptr};
+    const char* names[] = {"q", "k", "v", "out", "mask"};
+    const int nd = q.ndim;
+    if (nd < 2) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": operands must be at least 2-d, got q " + shapeStr(q));
+    for (int i = 0; i < 5; ++i) {
+      if (!all[i]) continue;
+      if (!isFloat(all[i]->dtype)) throwCode(env, "QDM_DTYPE", std::string(op) + ": " + names[i] + " must be f32, f16 or bf16, got " + dtypeName(all[i]->dtype));
+      if (all[i]->ndim != nd) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": " + names[i] + " " + shapeStr(*all[i]) + " has a different rank from q " + shapeStr(q));
+      for (int d = 0; d < nd - 2; ++d)
+        if (all[i]->shape[d] != q.shape[d]) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": " + names[i] + " " + shapeStr(*all[i]) + " and q " + shapeStr(q) + " have different batch shapes");
+    }
+    const int64_t Lq = q.shape[nd - 2], D = q.shape[nd - 1], Lk = k.shape[nd - 2], Dv = v.shape[nd - 1];
+    if (k.shape[nd - 1] != D || v.shape[nd - 2] != Lk || out.shape[nd - 2] != Lq || out.shape[nd - 1] != Dv)
+      throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": q " + shapeStr(q) + ", k " + shapeStr(k) + ", v " + shapeStr(v) + ", out " + shapeStr(out) + " do not agree");
+    if (mask.data && (mask.shape[nd - 2] != Lq || mask.shape[nd - 1] != Lk))
+      throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": mask " + shapeStr(mask) + " is not [..., Lq, Lk] for q " + shapeStr(q) + ", k " + shapeStr(k));
+    if (!out.contiguous()) throwCode(env, "QDM_BAD_ARGUMENT", std::string(op) + ": out must be contiguous");
+    cuda::attentionForward(q, k, v, mask, out, static_cast<float>(numberArg(info, 5, 1.0)));
+    return env.Undefined();
+  });
+}
 }  // namespace
 
 void registerCudaNN(Napi::Env env, Napi::Object cuda) {
@@ -161,6 +194,7 @@ void registerCudaNN(Napi::Env env, Napi::Object cuda) {
   QDM_EXPORT(cuda, "layerNormBackward", LayerNormBackward);
   QDM_EXPORT(cuda, "softmaxForward", SoftmaxForward);
   QDM_EXPORT(cuda, "softmaxBackward", SoftmaxBackward);
+  QDM_EXPORT(cuda, "attentionForward", AttentionForward);
 }
 #endif
 }  // namespace qdm::binding
