@@ -3,10 +3,14 @@
 // 1/sqrt(var + eps), mean/rstd written per (sample, group) / row.
 //
 // Design:
-// - GroupNorm: one 512-thread block per (sample, group); a group is Cg*S contiguous elements.
-//   Two-pass statistics in f32 (sum -> mean, then sum of squared deviations: no cancellation
-//   as in E[x^2] - mean^2), then a third pass writes y. The group (<= a few hundred KiB in a
-//   U-Net) stays in L2 between passes. Loads are 4-wide when S % 4 == 0 and the pointers align.
+// - GroupNorm forward: a group is Cg*S contiguous elements, cut into P chunks (P chosen from
+//   the shape and SM count so that a batch-1 U-Net's 32 groups still fill the GPU). Kernel 1
+//   gives each (group, chunk) a block computing the chunk's mean and sum of squared deviations
+//   in two passes (no E[x^2] - mean^2 cancellation; the chunk is re-read from L1/L2); kernel 2
+//   merges the P chunk statistics in order (Chan's formula; deterministic), writes mean/rstd and
+//   normalises its chunk, applying SiLU in the same pass for groupNormSiluForward. x is read
+//   from DRAM about twice. Loads are 4-wide when S % 4 == 0 and the pointers align.
+// - GroupNorm backward: one 512-thread block per (sample, group).
 // - LayerNorm: one warp per row for D <= 1024, one 256-thread block per row above; same passes.
 // - Backward: gx per (sample, group) / row from the two sums sum(gy*w) and sum(gy*w*xhat).
 //   Weight/bias gradients are reduced deterministically without atomics: GroupNorm has one block
@@ -31,44 +35,74 @@ struct GnArgs {
   const void* x; const void* w; const void* b; void* y; void* mean; void* rstd;
   DType xt, wt, bt, yt, mt, rt;
   int64_t C, S, G;
+  int64_t chunk;  // elements per chunk of a group (a multiple of 4); P = ceil(len / chunk) chunks
+  int P;
   float eps;
   bool silu, vec;
 };
+constexpr int kGnStatThreads = 256;
 
-__global__ void __launch_bounds__(kGnThreads) groupNormForwardKernel(GnArgs a) {
-  __shared__ float sh[kGnThreads / 32];
+// Pass 1, per (group, chunk): the chunk's count, mean and sum of squared deviations (two passes
+// over the chunk, which stays in L1/L2), to part[(group * P + chunk) * 2 + {0, 1}].
+__global__ void __launch_bounds__(kGnStatThreads) groupNormStatsKernel(GnArgs a, float* part) {
+  __shared__ float sh[kGnStatThreads / 32];
   const int64_t t = blockIdx.x, n = t / a.G, g = t % a.G, Cg = a.C / a.G, len = Cg * a.S;
-  const int64_t base = (n * a.C + g * Cg) * a.S;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.y) * a.chunk;
+  const int64_t cl = c0 + a.chunk < len ? a.chunk : len - c0;  // >= 1: the launcher sizes P so
+  const int64_t base = (n * a.C + g * Cg) * a.S + c0;
   const int tid = threadIdx.x;
   float s = 0.0f;
-  forRow(a.x, a.xt, base, len, a.vec, tid, kGnThreads, [&](int64_t, float v) { s += v; });
-  const float mu = groupSum<kGnThreads / 32>(s, sh) / static_cast<float>(len);
+  forRow(a.x, a.xt, base, cl, a.vec && cl % 4 == 0, tid, kGnStatThreads, [&](int64_t, float v) { s += v; });
+  const float mu = groupSum<kGnStatThreads / 32>(s, sh) / static_cast<float>(cl);
   float q = 0.0f;
-  forRow(a.x, a.xt, base, len, a.vec, tid, kGnThreads, [&](int64_t, float v) { const float d = v - mu; q += d * d; });
-  const float var = groupSum<kGnThreads / 32>(q, sh) / static_cast<float>(len);
-  const float r = 1.0f / sqrtf(var + a.eps);
-  if (tid == 0) { stf(a.mean, t, a.mt, mu); stf(a.rstd, t, a.rt, r); }
+  forRow(a.x, a.xt, base, cl, a.vec && cl % 4 == 0, tid, kGnStatThreads, [&](int64_t, float v) { const float d = v - mu; q += d * d; });
+  q = groupSum<kGnStatThreads / 32>(q, sh);
+  if (tid == 0) {
+    part[(t * a.P + blockIdx.y) * 2] = mu;
+    part[(t * a.P + blockIdx.y) * 2 + 1] = q;
+  }
+}
+
+// Pass 2, per (group, chunk): every thread combines the group's P chunk statistics in chunk
+// order (Chan et al.: exact merging of means and squared deviations, deterministic), chunk 0
+// writes mean/rstd, and the block normalises its chunk (+ SiLU when fused).
+__global__ void __launch_bounds__(kGnStatThreads) groupNormApplyKernel(GnArgs a, const float* part) {
+  const int64_t t = blockIdx.x, n = t / a.G, g = t % a.G, Cg = a.C / a.G, len = Cg * a.S;
+  float cnt = 0.0f, mu = 0.0f, m2 = 0.0f;
+  for (int c = 0; c < a.P; ++c) {
+    const int64_t lo = c * a.chunk;
+    const float nb = static_cast<float>(lo + a.chunk < len ? a.chunk : len - lo);
+    const float mb = part[(t * a.P + c) * 2], qb = part[(t * a.P + c) * 2 + 1];
+    const float tot = cnt + nb, delta = mb - mu;
+    mu += delta * (nb / tot);
+    m2 += qb + delta * delta * (cnt * nb / tot);
+    cnt = tot;
+  }
+  const float r = 1.0f / sqrtf(m2 / static_cast<float>(len) + a.eps);
+  if (blockIdx.y == 0 && threadIdx.x == 0) { stf(a.mean, t, a.mt, mu); stf(a.rstd, t, a.rt, r); }
+  const int64_t c0 = static_cast<int64_t>(blockIdx.y) * a.chunk;
+  const int64_t cl = c0 + a.chunk < len ? a.chunk : len - c0;
+  const int64_t gbase = (n * a.C + g * Cg) * a.S;
   const unsigned S32 = static_cast<unsigned>(a.S);
-  auto affine = [&](int64_t i, float v) {
-    const int64_t ch = g * Cg + static_cast<unsigned>(i) / S32;
-    const float sc = r * (a.w ? ldf(a.w, ch, a.wt) : 1.0f);
-    const float sf = (a.b ? ldf(a.b, ch, a.bt) : 0.0f) - mu * sc;
-    const float y = v * sc + sf;
-    return a.silu ? siluF(y) : y;
-  };
-  if (a.vec) {
-    // S % 4 == 0: the 4 elements of a vector share one channel.
-    for (int64_t i = 4 * static_cast<int64_t>(tid); i < len; i += 4 * kGnThreads) {
-      const float4 v = ld4(a.x, base + i, a.xt);
+  if (a.vec && cl % 4 == 0) {
+    // S % 4 == 0 and chunk starts at multiples of 4: the 4 elements of a vector share a channel.
+    for (int64_t i = c0 + 4 * static_cast<int64_t>(threadIdx.x); i < c0 + cl; i += 4 * kGnStatThreads) {
+      const float4 v = ld4(a.x, gbase + i, a.xt);
       const int64_t ch = g * Cg + static_cast<unsigned>(i) / S32;
       const float sc = r * (a.w ? ldf(a.w, ch, a.wt) : 1.0f);
       const float sf = (a.b ? ldf(a.b, ch, a.bt) : 0.0f) - mu * sc;
       float4 o = make_float4(v.x * sc + sf, v.y * sc + sf, v.z * sc + sf, v.w * sc + sf);
       if (a.silu) { o.x = siluF(o.x); o.y = siluF(o.y); o.z = siluF(o.z); o.w = siluF(o.w); }
-      st4(a.y, base + i, a.yt, o);
+      st4(a.y, gbase + i, a.yt, o);
     }
   } else {
-    for (int64_t i = tid; i < len; i += kGnThreads) stf(a.y, base + i, a.yt, affine(i, ldf(a.x, base + i, a.xt)));
+    for (int64_t i = c0 + threadIdx.x; i < c0 + cl; i += kGnStatThreads) {
+      const int64_t ch = g * Cg + static_cast<unsigned>(i) / S32;
+      const float sc = r * (a.w ? ldf(a.w, ch, a.wt) : 1.0f);
+      const float sf = (a.b ? ldf(a.b, ch, a.bt) : 0.0f) - mu * sc;
+      const float y = ldf(a.x, gbase + i, a.xt) * sc + sf;
+      stf(a.y, gbase + i, a.yt, a.silu ? siluF(y) : y);
+    }
   }
 }
 
@@ -230,11 +264,29 @@ void checkGroupLen(int64_t len, int64_t S, const char* what) {
 void groupNormForward(const View& x, const View& w, const View& b, const View& y, const View& mean, const View& rstd, int64_t G, float eps, bool silu) {
   const int64_t N = x.shape[0], C = x.shape[1], S = x.shape[2];
   if (N * G == 0 || C * S == 0) return;
-  checkGroupLen(C / G * S, S, silu ? "groupNormSiluForward" : "groupNormForward");
-  GnArgs a{x.data, w.data, b.data, y.data, mean.data, rstd.data, x.dtype, w.dtype, b.dtype, y.dtype, mean.dtype, rstd.dtype, C, S, G, eps, silu, false};
+  const char* what = silu ? "groupNormSiluForward" : "groupNormForward";
+  const int64_t len = C / G * S;
+  checkGroupLen(len, S, what);
+  // Chunks per group: enough blocks for ~4 waves over the SMs (a U-Net at batch 1-2 has only
+  // 32-64 groups), each chunk at least 4096 elements, at most 64 chunks. The split depends on
+  // the shape and the SM count only.
+  const int64_t groups = N * G, sms = std::max(1, smCount());
+  int64_t P = std::min<int64_t>({(4 * sms + groups - 1) / groups, (len + 4095) / 4096, 64});
+  P = std::max<int64_t>(P, 1);
+  int64_t chunk = (len + P - 1) / P;
+  chunk = (chunk + 3) / 4 * 4;
+  P = (len + chunk - 1) / chunk;  // every chunk non-empty
+  if (groups > 0x7fffffff) throw KernelError("QDM_BAD_ARGUMENT", std::string(what) + ": too many groups for the CUDA grid");
+  GnArgs a{x.data, w.data, b.data, y.data, mean.data, rstd.data, x.dtype, w.dtype, b.dtype, y.dtype, mean.dtype, rstd.dtype,
+           C, S, G, chunk, static_cast<int>(P), eps, silu, false};
   a.vec = S % 4 == 0 && vec4Aligned(x) && vec4Aligned(y);
-  groupNormForwardKernel<<<static_cast<unsigned>(N * G), kGnThreads, 0, stream()>>>(a);
-  checkLaunch(silu ? "groupNormSiluForward" : "groupNormForward");
+  float* part = static_cast<float*>(allocDevice(static_cast<size_t>(groups * P * 2) * sizeof(float)));
+  const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(P));
+  groupNormStatsKernel<<<grid, kGnStatThreads, 0, stream()>>>(a, part);
+  checkLaunch(what);
+  groupNormApplyKernel<<<grid, kGnStatThreads, 0, stream()>>>(a, part);
+  checkLaunch(what);
+  freeDevice(part);
 }
 
 void groupNormBackward(const View& x, const View& gy, const View& w, const View& mean, const View& rstd, const View& gx, const View& gw, const View& gb, int64_t G) {
