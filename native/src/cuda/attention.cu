@@ -3,7 +3,7 @@
 // any strides, stride-0 batch broadcast, optional additive mask, fully masked rows give zeros.
 //
 // Kernel: one CTA of 4 warps per (batch item, block of 64 query rows); each warp owns 16 rows.
-// - The Q tile (64 x Dp) and K/V tiles (64 keys x Dp) live in shared memory, rows padded by 8
+// - The Q tile (64 x Dp) and K/V tiles (64 keys x Dp; 32 for Dp 160) live in shared memory, rows padded by 8
 //   halves (16 B) so that the ldmatrix row addresses of a phase hit 8 distinct 16-byte bank
 //   groups (Dp/8 + 1 is odd for every Dp used). K/V tiles are double-buffered: tile j+1 is
 //   fetched with cp.async (16-byte chunks, zero-fill past Lk and past the head dim) while
@@ -41,7 +41,9 @@ namespace qdm::cuda {
 namespace {
 
 constexpr int kBM = 64;       // query rows per CTA
-constexpr int kBN = 64;       // keys per tile
+// Keys per tile: 64, or 32 for Dp 160 so that Q + double-buffered K/V (64.5 KiB) fit the
+// 99 KiB per-block shared memory of sm_89 as well (64 keys would need 105 KiB).
+__host__ __device__ constexpr int keysPerTile(int dp) { return dp > 128 ? 32 : 64; }
 constexpr int kWarps = 4;     // 16 query rows each
 constexpr int kThreads = kWarps * 32;
 constexpr float kLog2e = 1.4426950408889634f;
@@ -128,7 +130,7 @@ __device__ __forceinline__ void loadTile(T* s, const T* X, int64_t rs, int r0, i
 
 template <typename T, int DP>
 __global__ void __launch_bounds__(kThreads) attentionKernel(AttnParams p) {
-  constexpr int LD = DP + 8;
+  constexpr int LD = DP + 8, kBN = keysPerTile(DP);
   extern __shared__ __align__(16) unsigned char smemRaw[];
   T* sQ = reinterpret_cast<T*>(smemRaw);  // [kBM][LD]
   T* sK = sQ + kBM * LD;                  // [2][kBN][LD]
@@ -293,7 +295,7 @@ int pickDp(int64_t d8) {
     if (d8 <= dp) return dp;
   return 0;
 }
-constexpr size_t smemBytes(int dp) { return static_cast<size_t>(kBM + 4 * kBN) * (dp + 8) * 2; }
+constexpr size_t smemBytes(int dp) { return static_cast<size_t>(kBM + 4 * keysPerTile(dp)) * (dp + 8) * 2; }
 
 template <typename T, int DP>
 void launchAttention(const AttnParams& p, int64_t batch) {
