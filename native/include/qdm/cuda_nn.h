@@ -26,7 +26,16 @@ void softmaxBackward(const View& y, const View& gy, const View& gx, bool log);
 // batch shape (stride-0 batch dims broadcast); q, k, v, mask any strides. D, Dv <= 160.
 // Tensor cores (mma.sync m16n8k16, f32 accumulation): f16 or bf16 operands run as they are;
 // f32 (or mixed) operands are converted to f16 first. Fully masked rows give zeros, as on the CPU.
+// lse (data == nullptr: not wanted): f32 contiguous [batch * Lq], the natural-log log-sum-exp of
+// each row's scaled, masked scores (+inf for a fully masked row, -inf with no keys), for the
+// backward.
 constexpr int64_t kAttentionMaxHeadDim = 160;
-void attentionForward(const View& q, const View& k, const View& v, const View& mask, const View& out, float scale);
+void attentionForward(const View& q, const View& k, const View& v, const View& mask, const View& out, const View& lse, float scale);
+// Gradients of attentionForward (flash-attention-2 backward, P recomputed from lse): gq, gk, gv
+// contiguous, shaped like q, k, v with the full batch shape (a caller with broadcast operands sums
+// over the broadcast dims itself), any float dtype. gradOut like out, any strides. No gradient
+// for the mask. Deterministic (no atomics).
+void attentionBackward(const View& q, const View& k, const View& v, const View& mask, const View& out, const View& gradOut, const View& lse,
+                       const View& gq, const View& gk, const View& gv, float scale);
 
 }  // namespace qdm::cuda

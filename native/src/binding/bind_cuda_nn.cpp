@@ -1,10 +1,10 @@
 // CUDA bindings of the nn family (compiled only with CUDA): groupNormForward/Backward,
 // groupNormSiluForward (CUDA only: y = silu(groupnorm(x)), same arguments as groupNormForward),
-// layerNormForward/Backward, softmaxForward/Backward and attentionForward (no attentionBackward:
-// gradients go through the composite path of ops/nn.ts), with the CPU bindings'
+// layerNormForward/Backward, softmaxForward/Backward and attentionForward with the CPU bindings'
 // argument lists (bind_nn.cpp, bind_attention.cpp). Where the CPU takes contiguous f32 only,
 // these take contiguous f32, f16 or bf16 in any mix (math in f32, outputs in their own dtype).
-// Launchers: src/cuda/norm.cu, softmax.cu, attention.cu.
+// attentionForward takes an optional 7th argument, lse, and attentionBackward (CUDA only, no CPU
+// counterpart) gives q/k/v gradients from it. Launchers: src/cuda/norm.cu, softmax.cu, attention.cu.
 #include <string>
 
 #include "binding/common.h"
@@ -39,7 +39,7 @@ View opt(Napi::Env env, const Napi::Value& v, const char* op, const char* what, 
 void sameShape(Napi::Env env, const View& a, const View& b, const char* op, const char* what) {
   bool same = a.ndim == b.ndim;
   for (int i = 0; same && i < a.ndim; ++i) same = a.shape[i] == b.shape[i];
-  if (!same) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": " + what + " " + shapeStr(b) + " does not match x " + shapeStr(a));
+  if (!same) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": " + what + " " + shapeStr(b) + " does not match " + shapeStr(a));
 }
 void numelIs(Napi::Env env, const View& v, int64_t n, const char* op, const char* what) {
   if (v.numel() != n) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": " + what + " has " + std::to_string(v.numel()) + " elements, expected " + std::to_string(n));
@@ -153,9 +153,40 @@ Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
   });
 }
 
-// attentionForward(q, k, v, mask|null, out, scale): q [..., Lq, D], k [..., Lk, D],
-// v [..., Lk, Dv], mask [..., Lq, Lk] additive or null, out [..., Lq, Dv] contiguous. Same rank
-// and batch shape for all (stride-0 dims broadcast); any strides but out's; D, Dv <= 160.
+// Shape checks shared by attentionForward/Backward (those of the CPU kernel): q [..., Lq, D],
+// k [..., Lk, D], v [..., Lk, Dv], mask [..., Lq, Lk] or absent, out [..., Lq, Dv]; the same rank
+// and batch shape (stride-0 dims broadcast), float dtypes.
+void checkAttention(Napi::Env env, const char* op, const View& q, const View& k, const View& v, const View& mask, const View& out) {
+  const View* all[] = {&q, &k, &v, &out, mask.data ? &mask : nullptr};
+  const char* names[] = {"q", "k", "v", "out", "mask"};
+  const int nd = q.ndim;
+  if (nd < 2) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": operands must be at least 2-d, got q " + shapeStr(q));
+  for (int i = 0; i < 5; ++i) {
+    if (!all[i]) continue;
+    if (!isFloat(all[i]->dtype)) throwCode(env, "QDM_DTYPE", std::string(op) + ": " + names[i] + " must be f32, f16 or bf16, got " + dtypeName(all[i]->dtype));
+    if (all[i]->ndim != nd) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": " + names[i] + " " + shapeStr(*all[i]) + " has a different rank from q " + shapeStr(q));
+    for (int d = 0; d < nd - 2; ++d)
+      if (all[i]->shape[d] != q.shape[d]) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": " + names[i] + " " + shapeStr(*all[i]) + " and q " + shapeStr(q) + " have different batch shapes");
+  }
+  const int64_t Lq = q.shape[nd - 2], D = q.shape[nd - 1], Lk = k.shape[nd - 2], Dv = v.shape[nd - 1];
+  if (k.shape[nd - 1] != D || v.shape[nd - 2] != Lk || out.shape[nd - 2] != Lq || out.shape[nd - 1] != Dv)
+    throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": q " + shapeStr(q) + ", k " + shapeStr(k) + ", v " + shapeStr(v) + ", out " + shapeStr(out) + " do not agree");
+  if (mask.data && (mask.shape[nd - 2] != Lq || mask.shape[nd - 1] != Lk))
+    throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": mask " + shapeStr(mask) + " is not [..., Lq, Lk] for q " + shapeStr(q) + ", k " + shapeStr(k));
+  if (!out.contiguous()) throwCode(env, "QDM_BAD_ARGUMENT", std::string(op) + ": out must be contiguous");
+}
+// lse: contiguous f32 with batch * Lq elements.
+View lseView(Napi::Env env, const Napi::Value& v, const char* op, const View& q) {
+  View l = toDeviceView(env, v, "lse");
+  int64_t rows = 1;
+  for (int d = 0; d < q.ndim - 1; ++d) rows *= q.shape[d];
+  if (l.dtype != DType::F32 || !l.contiguous() || l.numel() != rows)
+    throwCode(env, "QDM_BAD_ARGUMENT", std::string(op) + ": lse must be a contiguous f32 tensor of " + std::to_string(rows) + " elements (batch x Lq), got " + dtypeName(l.dtype) + " " + shapeStr(l));
+  return l;
+}
+
+// attentionForward(q, k, v, mask|null, out, scale[, lse]): the CPU argument list; the optional
+// lse (CUDA only) receives each row's log-sum-exp for attentionBackward. D, Dv <= 160.
 Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "attentionForward";
@@ -163,24 +194,34 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
     View q = toDeviceView(env, info[0], "q"), k = toDeviceView(env, info[1], "k"), v = toDeviceView(env, info[2], "v");
     View mask = optDeviceView(env, info[3], "mask");
     View out = toDeviceView(env, info[4], "out");
-    const View* all[] = {&q, &k, &v, &out, mask.data ? &mask : nullptr};
-    const char* names[] = {"q", "k", "v", "out", "mask"};
-    const int nd = q.ndim;
-    if (nd < 2) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": operands must be at least 2-d, got q " + shapeStr(q));
-    for (int i = 0; i < 5; ++i) {
-      if (!all[i]) continue;
-      if (!isFloat(all[i]->dtype)) throwCode(env, "QDM_DTYPE", std::string(op) + ": " + names[i] + " must be f32, f16 or bf16, got " + dtypeName(all[i]->dtype));
-      if (all[i]->ndim != nd) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": " + names[i] + " " + shapeStr(*all[i]) + " has a different rank from q " + shapeStr(q));
-      for (int d = 0; d < nd - 2; ++d)
-        if (all[i]->shape[d] != q.shape[d]) throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": " + names[i] + " " + shapeStr(*all[i]) + " and q " + shapeStr(q) + " have different batch shapes");
-    }
-    const int64_t Lq = q.shape[nd - 2], D = q.shape[nd - 1], Lk = k.shape[nd - 2], Dv = v.shape[nd - 1];
-    if (k.shape[nd - 1] != D || v.shape[nd - 2] != Lk || out.shape[nd - 2] != Lq || out.shape[nd - 1] != Dv)
-      throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": q " + shapeStr(q) + ", k " + shapeStr(k) + ", v " + shapeStr(v) + ", out " + shapeStr(out) + " do not agree");
-    if (mask.data && (mask.shape[nd - 2] != Lq || mask.shape[nd - 1] != Lk))
-      throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": mask " + shapeStr(mask) + " is not [..., Lq, Lk] for q " + shapeStr(q) + ", k " + shapeStr(k));
-    if (!out.contiguous()) throwCode(env, "QDM_BAD_ARGUMENT", std::string(op) + ": out must be contiguous");
-    cuda::attentionForward(q, k, v, mask, out, static_cast<float>(numberArg(info, 5, 1.0)));
+    checkAttention(env, op, q, k, v, mask, out);
+    View lse = info.Length() > 6 && !info[6].IsNull() && !info[6].IsUndefined() ? lseView(env, info[6], op, q) : View{};
+    cuda::attentionForward(q, k, v, mask, out, lse, static_cast<float>(numberArg(info, 5, 1.0)));
+    return env.Undefined();
+  });
+}
+
+// attentionBackward(q, k, v, mask|null, out, gradOut, lse, gradQ, gradK, gradV, scale): CUDA
+// only. out and lse from attentionForward with the same operands; gradOut like out (any
+// strides); gradQ/gradK/gradV contiguous, shaped like q/k/v (full batch shape: a caller with
+// broadcast operands sums over the broadcast dims). No mask gradient.
+Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "attentionBackward";
+  return guarded(env, [&] {
+    View q = toDeviceView(env, info[0], "q"), k = toDeviceView(env, info[1], "k"), v = toDeviceView(env, info[2], "v");
+    View mask = optDeviceView(env, info[3], "mask");
+    View out = toDeviceView(env, info[4], "out");
+    checkAttention(env, op, q, k, v, mask, out);
+    View gy = toDeviceView(env, info[5], "gradOut");
+    if (!isFloat(gy.dtype)) throwCode(env, "QDM_DTYPE", std::string(op) + ": gradOut must be f32, f16 or bf16, got " + dtypeName(gy.dtype));
+    sameShape(env, out, gy, op, "gradOut");
+    View lse = lseView(env, info[6], op, q);
+    View gq = need(env, info[7], op, "gradQ", q.ndim), gk = need(env, info[8], op, "gradK", q.ndim), gv = need(env, info[9], op, "gradV", q.ndim);
+    sameShape(env, q, gq, op, "gradQ");
+    sameShape(env, k, gk, op, "gradK");
+    sameShape(env, v, gv, op, "gradV");
+    cuda::attentionBackward(q, k, v, mask, out, gy, lse, gq, gk, gv, static_cast<float>(numberArg(info, 10, 1.0)));
     return env.Undefined();
   });
 }
@@ -195,6 +236,7 @@ void registerCudaNN(Napi::Env env, Napi::Object cuda) {
   QDM_EXPORT(cuda, "softmaxForward", SoftmaxForward);
   QDM_EXPORT(cuda, "softmaxBackward", SoftmaxBackward);
   QDM_EXPORT(cuda, "attentionForward", AttentionForward);
+  QDM_EXPORT(cuda, "attentionBackward", AttentionBackward);
 }
 #endif
 }  // namespace qdm::binding

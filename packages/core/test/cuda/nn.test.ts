@@ -4,9 +4,10 @@
 // in the dtype itself. Every GPU output is poisoned with NaN first, so an unwritten element
 // fails (relErr never passes a NaN). Norm/softmax math is f32 on both sides: f32 runs agree to
 // ~1e-6; half outputs differ by their rounding (< 1e-2). Attention runs on the f16/bf16 tensor
-// cores (f32 operands converted to f16): f32 ~5e-4, f16 ~1e-3, bf16 ~5e-3. Skips without a GPU.
+// cores (f32 operands converted to f16): f32 ~5e-4, f16 ~1e-3, bf16 ~5e-3. attentionBackward
+// (CUDA only) is checked against the CPU composite path's autograd gradients. Skips without a GPU.
 import { describe, expect, it } from 'vitest';
-import { Tensor, cast, empty, expand, full, kernel, permute, randn, reshape, tensor } from '@qdm/core';
+import { Tensor, cast, empty, expand, full, kernel, permute, randn, reshape, scaledDotProductAttention, tensor } from '@qdm/core';
 import type { DType } from '@qdm/core';
 import { cudaAvailable, poison, relErr, skipNote } from './harness.js';
 
@@ -218,5 +219,70 @@ describe.skipIf(!cudaAvailable)(`CUDA attention${skipNote}`, () => {
     expect(() => kernel('attentionForward', q, q, q, null, out, 1)).toThrow(/head dims up to 160/);
     const k = empty([1, 4, 64], 'f16', 'cuda');
     expect(() => kernel('attentionForward', empty([1, 4, 32], 'f16', 'cuda'), k, k, null, empty([1, 4, 64], 'f16', 'cuda'), 1)).toThrow(/do not agree/);
+  });
+});
+
+// attentionBackward against the gradients of the composite path on the CPU (matmul, softmax,
+// matmul under autograd), from the same rounded inputs. dS is rounded to the compute dtype for
+// its two products, so the bounds are looser than the forward's.
+interface BwdCase { B: number; Lq: number; Lk: number; D: number; Dv?: number; mask?: boolean }
+function attnBwdErr(c: BwdCase, dt: DType): number[] {
+  const { B, Lq, Lk, D } = c;
+  const Dv = c.Dv ?? D, scale = 1 / Math.sqrt(D);
+  const q = rnd([B, Lq, D], dt), k = rnd([B, Lk, D], dt), v = rnd([B, Lk, Dv], dt), gy = rnd([B, Lq, Dv], dt);
+  let mask: Tensor | null = null;
+  if (c.mask) {
+    const d = rnd([B, Lq, Lk], 'f32').data() as Float32Array;
+    for (let i = 0; i < d.length; ++i) d[i] = d[i]! > 1.2 ? -Infinity : 0.5 * d[i]!;
+    for (let i = 0; i < B * Lq; ++i) d[i * Lk] = 0;  // key 0 always visible: no fully masked row (NaN in the composite)
+    mask = tensor(d, { shape: [B, Lq, Lk] });
+  }
+  const qc = q.detach().requiresGrad_(), kc = k.detach().requiresGrad_(), vc = v.detach().requiresGrad_();
+  scaledDotProductAttention(qc, kc, vc, { scale, mask }).backward(gy);
+
+  const qd = dev(q, dt), kd = dev(k, dt), vd = dev(v, dt), md = mask && mask.to('cuda');
+  const out = outOn([B, Lq, Dv], dt), lse = outOn([B * Lq], 'f32');
+  kernel('attentionForward', qd, kd, vd, md, out, scale, lse);
+  const gq = outOn([B, Lq, D], dt), gk = outOn([B, Lk, D], dt), gv = outOn([B, Lk, Dv], dt);
+  kernel('attentionBackward', qd, kd, vd, md, out, dev(gy, dt), lse, gq, gk, gv, scale);
+  return [
+    relErr(host(gq), qc.grad!.data() as Float32Array),
+    relErr(host(gk), kc.grad!.data() as Float32Array),
+    relErr(host(gv), vc.grad!.data() as Float32Array),
+  ];
+}
+
+describe.skipIf(!cudaAvailable)(`CUDA attention backward${skipNote}`, () => {
+  const cases: BwdCase[] = [
+    { B: 2, Lq: 70, Lk: 45, D: 64 },
+    { B: 3, Lq: 129, Lk: 77, D: 40, mask: true },
+    { B: 2, Lq: 64, Lk: 100, D: 80 },
+    { B: 2, Lq: 33, Lk: 65, D: 160, mask: true },
+    { B: 2, Lq: 50, Lk: 50, D: 128 },
+    { B: 2, Lq: 40, Lk: 31, D: 33, Dv: 20 },  // packed operands, D != Dv
+    { B: 16, Lq: 1024, Lk: 1024, D: 40 },     // SD 1.5 64x64-level head dim at a shorter length
+  ];
+  const tol: Record<string, number> = { f32: 5e-3, f16: 1e-2, bf16: 3e-2 };
+  for (const dt of dtypes)
+    for (const c of cases)
+      it(`${dt} B${c.B} Lq${c.Lq} Lk${c.Lk} D${c.D}${c.Dv ? ` Dv${c.Dv}` : ''}${c.mask ? ' mask' : ''}`, { timeout: 120_000 }, () => {
+        const [eq, ek, ev] = attnBwdErr(c, dt);
+        expect(eq).toBeLessThan(tol[dt]!);
+        expect(ek).toBeLessThan(tol[dt]!);
+        expect(ev).toBeLessThan(tol[dt]!);
+      });
+
+  it('lse is the row log-sum-exp of the scaled scores (+inf for a fully masked row)', () => {
+    const q = rnd([1, 3, 16], 'f32'), k = rnd([1, 5, 16], 'f32'), v = rnd([1, 5, 16], 'f32');
+    const m = tensor(Float32Array.from({ length: 15 }, (_, i) => (i < 5 ? -Infinity : 0)), { shape: [1, 3, 5] });
+    const lse = outOn([3], 'f32');
+    kernel('attentionForward', dev(q, 'f32'), dev(k, 'f32'), dev(v, 'f32'), m.to('cuda'), outOn([1, 3, 16], 'f32'), 0.25, lse);
+    const got = host(lse), qa = q.data() as Float32Array, ka = k.data() as Float32Array;
+    expect(got[0]).toBe(Infinity);
+    for (let i = 1; i < 3; ++i) {
+      let sum = 0;
+      for (let j = 0; j < 5; ++j) { let dot = 0; for (let d = 0; d < 16; ++d) dot += qa[i * 16 + d]! * ka[j * 16 + d]!; sum += Math.exp(0.25 * dot); }
+      expect(Math.abs(got[i]! - Math.log(sum))).toBeLessThan(5e-3);
+    }
   });
 });
