@@ -602,7 +602,7 @@ struct Workspace {
 void prepareOperand(const View& x, DType compute, int64_t batch, Workspace& ws, const void*& ptr, int64_t* bs, int64_t& rs) {
   const int nd = x.ndim, nb = nd - 2;
   const int64_t L = x.shape[nd - 2], Dx = x.shape[nd - 1], Dx8 = (Dx + 7) / 8 * 8;
-  if (readInPlace(x, compute)) {
+  if (readInPlace(x, compute) || batch * L * Dx8 == 0) {  // (an empty operand is never read)
     ptr = x.data;
     for (int d = 0; d < nb; ++d) bs[d] = x.strides[d];
     rs = x.strides[nd - 2];
