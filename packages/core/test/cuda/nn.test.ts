@@ -6,6 +6,7 @@
 // ~1e-6; half outputs differ by their rounding (< 1e-2). Attention runs on the f16/bf16 tensor
 // cores (f32 operands converted to f16): f32 ~5e-4, f16 ~1e-3, bf16 ~5e-3. attentionBackward
 // (CUDA only) is checked against the CPU composite path's autograd gradients. Skips without a GPU.
+import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { Tensor, cast, empty, expand, full, kernel, permute, randn, reshape, scaledDotProductAttention, tensor } from '@qdm/core';
 import type { DType } from '@qdm/core';
@@ -284,5 +285,37 @@ describe.skipIf(!cudaAvailable)(`CUDA attention backward${skipNote}`, () => {
       for (let j = 0; j < 5; ++j) { let dot = 0; for (let d = 0; d < 16; ++d) dot += qa[i * 16 + d]! * ka[j * 16 + d]!; sum += Math.exp(0.25 * dot); }
       expect(Math.abs(got[i]! - Math.log(sum))).toBeLessThan(5e-3);
     }
+  });
+});
+
+// Argument validation happens in the binding before anything touches the device, so it runs
+// wherever the addon was built with CUDA, GPU or not: fake device views (a pointer number, never
+// dereferenced) must be rejected with typed errors.
+type CudaFn = (...args: unknown[]) => void;
+const cudaAddon = (() => {
+  try { return (createRequire(import.meta.url)('@qdm/native') as { cuda?: Record<string, CudaFn> }).cuda ?? null; } catch { return null; }
+})();
+describe.skipIf(!cudaAddon)('CUDA nn bindings reject bad arguments before launching', () => {
+  const view = (shape: number[], dtype = 1) => {
+    const strides: number[] = [];
+    let n = 1;
+    for (let i = shape.length - 1; i >= 0; --i) { strides[i] = n; n *= shape[i]!; }
+    return [65536, 0, shape, strides, dtype, n];
+  };
+  const call = (name: string, ...args: unknown[]) => () => cudaAddon![name]!(...args);
+  it('attention', () => {
+    expect(call('attentionForward', view([1, 4, 192]), view([1, 4, 192]), view([1, 4, 192]), null, view([1, 4, 192]), 1)).toThrow(/head dims up to 160/);
+    expect(call('attentionForward', view([1, 4, 32]), view([1, 4, 64]), view([1, 4, 64]), null, view([1, 4, 64]), 1)).toThrow(/do not agree/);
+    expect(call('attentionForward', view([1, 4, 32]), view([1, 5, 32]), view([1, 5, 32]), view([1, 4, 4]), view([1, 4, 32]), 1)).toThrow(/mask/);
+    expect(call('attentionForward', view([1, 4, 32]), view([1, 5, 32]), view([1, 5, 32]), null, view([1, 4, 32]), 1, view([3], 0))).toThrow(/lse/);
+    expect(call('attentionBackward', view([1, 4, 32]), view([1, 5, 32]), view([1, 5, 32]), null, view([1, 4, 32]), view([1, 4, 32]), view([4], 0),
+      view([1, 4, 32]), view([1, 5, 32]), view([1, 4, 32]), 1)).toThrow(/gradV/);
+  });
+  it('norms and softmax', () => {
+    expect(call('groupNormForward', view([2, 6, 4]), null, null, view([2, 6, 4]), view([2, 4], 0), view([2, 4], 0), 4, 1e-5)).toThrow(/cannot be split/);
+    expect(call('groupNormSiluForward', view([2, 6, 4]), null, null, view([2, 6, 4]), view([2, 2], 0), view([2, 3], 0), 3, 1e-5)).toThrow(/mean/);
+    expect(call('layerNormForward', view([2, 6]), view([5]), null, view([2, 6]), view([2], 0), view([2], 0), 1e-5)).toThrow(/weight/);
+    expect(call('softmaxForward', view([2, 6], 3), view([2, 6]), false)).toThrow(/f32, f16 or bf16/);
+    expect(call('softmaxForward', [65536, 0, [2, 6], [1, 2], 0, 12], view([2, 6]), false)).toThrow(/contiguous/);
   });
 });
