@@ -187,19 +187,25 @@ function attentionCore(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: Ten
 const FUSED_DTYPES: readonly DType[] = ['f32', 'f16', 'bf16'];
 
 /**
- * Inference path: the native flash-style kernel (native/src/cpu/attention.cpp), which never
- * materialises the [Lq, Lk] scores. Takes CPU f32/f16/bf16 operands of any strides (batch dims
+ * Inference path: the native flash-style kernel (native/src/cpu/attention.cpp; on CUDA
+ * native/src/cuda/attention.cu), which never materialises the [Lq, Lk] scores. Takes f32/f16/bf16 operands of any strides (batch dims
  * broadcast through stride-0 views) and an absent, additive float or u8 mask (u8 becomes an
  * additive 0 / -inf mask first). Returns null when the case is not one it covers, and the
  * composite path runs instead. Rows with every key masked give 0 here (the composite gives NaN).
  */
 function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: Tensor | null): Tensor | null {
-  if (q.device !== 'cpu' || k.device !== 'cpu' || v.device !== 'cpu' || (mask && mask.device !== 'cpu')) return null;
+  const device = q.device;
+  if (k.device !== device || v.device !== device || (mask && mask.device !== device)) return null;
+  // CUDA: the flash-attention kernel (native/src/cuda/attention.cu) reads f16/bf16/f32 operands as
+  // they are and writes the output dtype itself; it pads head dims up to 160 and refuses larger.
+  const native = device === 'cuda';
+  if (device !== 'cpu' && !native) return null;
   if (![q, k, v].every((t) => FUSED_DTYPES.includes(t.dtype))) return null;
   if (mask && mask.dtype !== 'u8' && !FUSED_DTYPES.includes(mask.dtype)) return null;
   const nd = (t: Tensor, i: number) => t.shape[t.ndim - i]!;
   const Lq = nd(q, 2), D = nd(q, 1), Lk = nd(k, 2), Dv = nd(v, 1);
   if (Lq === 0 || D === 0 || Lk === 0 || Dv === 0) return null;
+  if (native && (D > 160 || Dv > 160)) return null;
   let batch: number[];
   let maskFull: number[] | null = null;
   try {
@@ -218,7 +224,7 @@ function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: Te
   outDtype = promote(outDtype, v.dtype);
 
   const temps: Tensor[] = [];
-  const f32 = (t: Tensor) => { const w = asF32(t); if (w !== t) temps.push(w); return w; };
+  const f32 = (t: Tensor) => { if (native) return t; const w = asF32(t); if (w !== t) temps.push(w); return w; };
   try {
     const q32 = expandView(f32(q), [...batch, Lq, D]);
     const k32 = expandView(f32(k), [...batch, Lk, D]);
@@ -227,15 +233,15 @@ function fusedAttention(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: Te
     if (mask) {
       let additive = mask;
       if (mask.dtype === 'u8') {
-        const zero = full([], 0, { device: 'cpu' }), negInf = full([], -Infinity, { device: 'cpu' });
+        const zero = full([], 0, { device }), negInf = full([], -Infinity, { device });
         additive = where(mask, zero, negInf);
         temps.push(zero, negInf, additive);
       }
       m32 = expandView(f32(additive), [...batch, Lq, Lk]);
     }
-    const out = empty([...batch, Lq, Dv], 'f32', 'cpu');
+    const out = empty([...batch, Lq, Dv], native ? outDtype : 'f32', device);
     kernel('attentionForward', q32, k32, v32, m32, out, scale);
-    return narrowTo(out, outDtype);
+    return native ? out : narrowTo(out, outDtype);
   } finally {
     for (const t of temps) t.dispose();
   }
