@@ -6,7 +6,7 @@
 // quality cost as PSNR of the final samples against the full-precision ones.
 //   node benchmarks/deepcache-quant.mjs [--quick] [--json out.json] [--steps N] [--models sd,digits]
 // SD: SD-1.5's U-Net at half width (random weights, 32x32 latents, 77x768 random text states,
-// guidance 1, batch 1). Digits: the embedded model, labels 0..9, CFG 2. The uncached full-precision
+// guidance 1, batch 1). Digits: the embedded model, labels 0..9, CFG 1.5. The uncached full-precision
 // run is timed first and last and the faster counts (the machine is shared).
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -40,7 +40,7 @@ async function scenarios() {
     out.push({
       name: 'digits', build: async () => { const u = await core.loadModel(digitsDir, { variant: 'fp16' }); u.eval(); return u; },
       steps: Number(args.value('--steps') ?? (quick ? 20 : 50)), batch: 10, scheduler: { ...own, _class_name: 'DDIMScheduler' },
-      options: { cond: { classLabels: labels }, uncond: { classLabels: nulls }, guidanceScale: 2 },
+      options: { cond: { classLabels: labels }, uncond: { classLabels: nulls }, guidanceScale: 1.5 },  // the digits model's guidance (DIGITS_GUIDANCE)
     });
   }
   return out;

@@ -4,7 +4,7 @@
 // Models: (a) SD-1.5's U-Net at half width (random weights; DDIM with SD-1.5's scheduler settings;
 // random 77-token text embeddings; guidance 1, i.e. one batch-1 call per step, to keep the CPU
 // run short) and (b) the embedded digits model when packages/digits/assets/unet exists (class
-// labels 0..9, classifier-free guidance 2 against the null label 10, DDIM on its own betas).
+// labels 0..9, classifier-free guidance 1.5 against the null label 10, DDIM on its own betas).
 //
 // Ideal speed-up, three ways, each (cost of the uncached run) / (cost of the cached run):
 //   layers  - convs and linears executed (the cache report's count),
@@ -158,9 +158,9 @@ else {
   const nulls = core.tensor(new Array(10).fill(nullLabel), { dtype: 'i64' });
   scenarios.push({
     name: `digits${variant ? ` (${variant} weights)` : ''}`, unet, steps: Number(stepsArg ?? (quick ? 20 : 50)), batch: 10, cfg: true,
-    description: `digits U-Net (${L.fmtParams(L.paramCount(unet))} params) from ${digitsDir}, class labels 0..9, CFG 2 against label ${nullLabel}, DDIM on its own betas`,
+    description: `digits U-Net (${L.fmtParams(L.paramCount(unet))} params) from ${digitsDir}, class labels 0..9, CFG 1.5 against label ${nullLabel}, DDIM on its own betas`,
     schedulerConfig: { ...own, _class_name: 'DDIMScheduler' },
-    sampleOptions: { cond: { classLabels: labels }, uncond: { classLabels: nulls }, guidanceScale: 2 },
+    sampleOptions: { cond: { classLabels: labels }, uncond: { classLabels: nulls }, guidanceScale: 1.5 },  // DIGITS_GUIDANCE
     warmup: (x) => unet.call(x, 500, { classLabels: core.tensor(Array.from({ length: x.shape[0] }, (_, i) => i % 10), { dtype: 'i64' }) }),
   });
 }

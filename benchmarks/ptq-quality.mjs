@@ -33,7 +33,7 @@ function scenarios() {
   const pick = new Set(['ddpm-tiny', 'class-cond-tiny', 'sd-tiny']);
   for (const dir of dirs) if (pick.has(basename(dir))) out.push({ name: basename(dir), dir, variant: undefined, batch: 4, guidance: 1, sdBetas: !!L.readJson(join(dir, 'config.json')).cross_attention_dim });
   const digits = join(L.repoRoot, 'packages/digits/assets/unet');
-  if (existsSync(join(digits, 'config.json'))) out.push({ name: 'digits (trained)', dir: digits, variant: 'fp16', batch: 10, guidance: 2, digits: true });
+  if (existsSync(join(digits, 'config.json'))) out.push({ name: 'digits (trained)', dir: digits, variant: 'fp16', batch: 10, guidance: 1.5, digits: true });
   const only = args.value('--models') ? new Set(String(args.value('--models')).split(',')) : null;
   return only ? out.filter((s) => [...only].some((o) => s.name.startsWith(o))) : out;
 }

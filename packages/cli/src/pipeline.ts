@@ -6,7 +6,7 @@ import {
   Tensor, tensor, sample, concat, manualSeed, UNet2DModel, loadModel, loadScheduler, schedulerFromConfig, memoryStats, resetPeakMemory,
   type Scheduler, type Module,
 } from '@qdm/core';
-import { loadDigitsUnet, loadDigitsScheduler, NULL_CLASS, DIGITS_UNET_CONFIG } from '@qdm/digits';
+import { loadDigitsUnet, loadDigitsScheduler, NULL_CLASS, DIGITS_UNET_CONFIG, DIGITS_GUIDANCE } from '@qdm/digits';
 import { loadQuantized } from '@qdm/quant';
 import { UsageError, type OptionSpec } from './args.js';
 import { Progress } from './progress.js';
@@ -23,7 +23,7 @@ export type UNet = Module & { config: Record<string, unknown> };
 export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
   steps: { type: 'integer', description: 'denoising steps', default: 25, min: 1, max: 1000 },
   scheduler: { type: 'string', description: 'sampling algorithm', default: 'ddim', choices: SCHEDULERS },
-  guidance: { type: 'number', description: 'classifier-free guidance scale', default: 2, min: 0 },
+  guidance: { type: 'number', description: 'classifier-free guidance scale (the digits model samples best at 1.5)', default: DIGITS_GUIDANCE, min: 0 },
   seed: { type: 'integer', description: 'random seed', default: 0 },
   batch: { type: 'integer', description: 'samples per model call', default: 50, min: 1 },
   quantized: { type: 'string', description: 'a quantized checkpoint of the model (qdm quantize --out), run on the integer GEMM' },

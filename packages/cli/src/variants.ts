@@ -3,7 +3,7 @@
 import { applyCache } from '@qdm/cache';
 import { quantize, toIntegerExecution } from '@qdm/quant';
 import { byteSize, tensor, sample, type Module, type Scheduler } from '@qdm/core';
-import { NULL_CLASS } from '@qdm/digits';
+import { NULL_CLASS, DIGITS_GUIDANCE } from '@qdm/digits';
 import type { UNet } from './pipeline.js';
 
 export interface PreparedVariant { unet: UNet; weightsMB?: number; note?: () => string | undefined }
@@ -47,7 +47,7 @@ function ptq(weightBits: number, actBits: number, cache?: number): DemoVariant {
         calibrator: 'minmax',
       }, {
         calibration: (model: Module) => sample({
-          unet: model as UNet, scheduler: ctx.scheduler.clone(), steps: ctx.steps, batch: calibLabels.length, seed: 1234, guidanceScale: 2,
+          unet: model as UNet, scheduler: ctx.scheduler.clone(), steps: ctx.steps, batch: calibLabels.length, seed: 1234, guidanceScale: DIGITS_GUIDANCE,
           cond: { classLabels: tensor(calibLabels, { dtype: 'i64' }) }, uncond: { classLabels: tensor(calibLabels.map(() => NULL_CLASS), { dtype: 'i64' }) },
         }),
       });

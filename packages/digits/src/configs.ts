@@ -3,6 +3,12 @@
 // an extra "null" class (index 10) used for classifier-free guidance by label dropout.
 
 export const NULL_CLASS = 10;
+/**
+ * The classifier-free guidance scale the shipped U-Net samples best at (docs/digits.md: a sweep
+ * of 1 to 4 on 50 samples; 1.25 to 1.5 gives the best FID and class accuracy, stronger guidance
+ * overshoots into malformed strokes and loses the class).
+ */
+export const DIGITS_GUIDANCE = 1.5;
 
 export const DIGITS_UNET_CONFIG = {
   _class_name: 'UNet2DModel',

@@ -3,7 +3,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { saveImageGrid, getNumThreads, byteSize, type Tensor } from '@qdm/core';
-import { loadDigitsClassifier, loadReferenceStats, evaluateDigits, heldOutFeatures } from '@qdm/digits';
+import { loadDigitsClassifier, loadReferenceStats, evaluateDigits, heldOutFeatures, DIGITS_GUIDANCE } from '@qdm/digits';
 import { mseAndPsnr } from '@qdm/eval';
 import type { CommandSpec, ParsedOptions } from '../args.js';
 import { loadUnet, withSampler, generate, balancedLabels, type UNet } from '../pipeline.js';
@@ -17,7 +17,7 @@ export const demoSpec: CommandSpec = {
   options: {
     n: { type: 'integer', description: 'samples per variant (balanced over the 10 digits)', default: 100, min: 20, max: 10000 },
     steps: { type: 'integer', description: 'DDIM steps', default: 20, min: 2, max: 1000 },
-    guidance: { type: 'number', description: 'classifier-free guidance scale', default: 2, min: 0 },
+    guidance: { type: 'number', description: 'classifier-free guidance scale', default: DIGITS_GUIDANCE, min: 0 },
     seed: { type: 'integer', description: 'random seed (the same noise for every variant)', default: 0 },
     batch: { type: 'integer', description: 'samples per model call', default: 50, min: 1 },
     variants: { type: 'list', description: 'which variants to run (default: all)', choices: demoVariants().map((v) => v.name) },

@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { sample, tensor, writeFileAtomic, type Module } from '@qdm/core';
 import { quantize, saveQuantized, stepErrorReport, toIntegerExecution, type QuantRecipe } from '@qdm/quant';
 import { UsageError, type CommandSpec, type ParsedOptions } from '../args.js';
+import { DIGITS_GUIDANCE } from '@qdm/digits';
 import { loadUnet, withSampler, type UNet } from '../pipeline.js';
 import { Progress } from '../progress.js';
 
@@ -25,7 +26,7 @@ export const quantizeSpec: CommandSpec = {
     'calib-n': { type: 'integer', description: 'calibration trajectories (one per class label for class-conditional models)', default: 10, min: 1, max: 1024 },
     steps: { type: 'integer', description: 'sampling steps of the calibration and report trajectories', default: 20, min: 1, max: 1000 },
     scheduler: { type: 'string', description: 'sampler for the trajectories', default: 'ddim', choices: ['ddpm', 'ddim', 'pndm', 'dpm++', 'euler', 'euler-a', 'unipc'] },
-    guidance: { type: 'number', description: 'classifier-free guidance scale of the trajectories', default: 2, min: 0 },
+    guidance: { type: 'number', description: 'classifier-free guidance scale of the trajectories', default: DIGITS_GUIDANCE, min: 0 },
     seed: { type: 'integer', description: 'seed of the calibration noise (the report uses seed + 1)', default: 1234 },
     out: { type: 'string', description: 'quantized checkpoint to write (.safetensors)' },
     report: { type: 'string', description: 'folder for the JSON and Markdown report', default: 'qdm-quantize' },
