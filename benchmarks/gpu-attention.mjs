@@ -34,21 +34,7 @@ const shapes = args.quick ? SHAPES.slice(0, 3) : SHAPES;
 const REPS = args.quick ? 10 : 20, REPLAYS = args.quick ? 5 : 9;
 const DTYPES = [['fp16', 'f16'], ['bf16', 'bf16']];
 
-/** Median seconds of one call: REPS calls in a CUDA graph, replayed REPLAYS times. */
-function timeCall(call) {
-  call();  // one-off setup (shared-memory opt-in, allocator warm-up) outside the capture
-  const g = core.captureGraph(() => { for (let i = 0; i < REPS; ++i) call(); return []; });
-  g.replay(); core.cudaSynchronize();
-  const times = [];
-  for (let r = 0; r < REPLAYS; ++r) {
-    const t0 = process.hrtime.bigint();
-    g.replay(); core.cudaSynchronize();
-    times.push(Number(process.hrtime.bigint() - t0) * 1e-9 / REPS);
-  }
-  g.dispose();
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)];
-}
+const timeCall = (call) => L.gpuTimeCall(call, { reps: REPS, replays: REPLAYS });
 const randn = (shape, dtype, seed) => core.cast(core.randn(shape, { seed }), dtype).to('cuda');
 
 function ours(B, H, Lq, Lk, D) {

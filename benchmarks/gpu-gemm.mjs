@@ -38,21 +38,7 @@ const convs = args.quick ? CONV.slice(0, 1) : CONV;
 const REPS = args.quick ? 10 : 20, REPLAYS = args.quick ? 5 : 9;
 const DTYPES = [['fp16', 'f16'], ['bf16', 'bf16'], ['tf32', 'f32']];
 
-/** Median seconds of one call: REPS calls in a CUDA graph, replayed REPLAYS times. */
-function timeCall(call) {
-  call();  // one-off setup (kernel attributes, allocator warm-up) outside the capture
-  const g = core.captureGraph(() => { for (let i = 0; i < REPS; ++i) call(); return []; });
-  g.replay(); core.cudaSynchronize();
-  const times = [];
-  for (let r = 0; r < REPLAYS; ++r) {
-    const t0 = process.hrtime.bigint();
-    g.replay(); core.cudaSynchronize();
-    times.push(Number(process.hrtime.bigint() - t0) * 1e-9 / REPS);
-  }
-  g.dispose();
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)];
-}
+const timeCall = (call) => L.gpuTimeCall(call, { reps: REPS, replays: REPLAYS });
 const randn = (shape, dtype, seed, scale = 1) => core.cast(core.mul(core.randn(shape, { seed }), scale), dtype).to('cuda');
 
 function oursMatmul(M, N, K) {

@@ -51,21 +51,7 @@ function randE4m3(shape, seed) {
 }
 const vec = (n, v) => core.full([n], v, { device: 'cuda' });
 
-/** Median seconds of one qgemmLinear call: REPS calls in a CUDA graph, replayed REPLAYS times. */
-function timeCall(call) {
-  call();  // one-off setup (kernel attributes) outside the capture
-  const g = core.captureGraph(() => { for (let i = 0; i < REPS; ++i) call(); return []; });
-  g.replay(); core.cudaSynchronize();
-  const times = [];
-  for (let r = 0; r < REPLAYS; ++r) {
-    const t0 = process.hrtime.bigint();
-    g.replay(); core.cudaSynchronize();
-    times.push(Number(process.hrtime.bigint() - t0) * 1e-9 / REPS);
-  }
-  g.dispose();
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)];
-}
+const timeCall = (call) => L.gpuTimeCall(call, { reps: REPS, replays: REPLAYS });
 
 function ours(M, N, K) {
   const res = {};

@@ -15,21 +15,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-
-def time_ms(fn, reps, trials):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(trials):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(reps):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / reps)
-    times.sort()
-    return times[len(times) // 2]
+from peer_timing import time_ms
 
 
 def main():

@@ -192,3 +192,23 @@ export const CIFAR_CONFIG = {
   up_block_types: ['UpBlock2D', 'UpBlock2D', 'AttnUpBlock2D', 'UpBlock2D'], block_out_channels: [128, 256, 256, 256], layers_per_block: 2,
   mid_block_scale_factor: 1, downsample_padding: 0, act_fn: 'silu', attention_head_dim: null, norm_num_groups: 32, norm_eps: 1e-6, add_attention: true,
 };
+
+/**
+ * GPU timing: median seconds of one call, from `reps` calls captured into one CUDA graph (no JS
+ * dispatch inside the measurement, like a peer's back-to-back launches), replayed `replays`
+ * times. One eager call first does the one-off setup (kernel attributes, allocator warm-up).
+ */
+export function gpuTimeCall(call, { reps, replays }) {
+  call();
+  const g = core.captureGraph(() => { for (let i = 0; i < reps; ++i) call(); return []; });
+  g.replay(); core.cudaSynchronize();
+  const times = [];
+  for (let r = 0; r < replays; ++r) {
+    const t0 = process.hrtime.bigint();
+    g.replay(); core.cudaSynchronize();
+    times.push(Number(process.hrtime.bigint() - t0) * 1e-9 / reps);
+  }
+  g.dispose();
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)];
+}
