@@ -28,12 +28,10 @@ inline std::vector<int64_t> toInt64Vector(Napi::Env env, Napi::Value v, const ch
   return out;
 }
 
-inline View toView(Napi::Env env, Napi::Value v, const char* what = "tensor") {
-  if (!v.IsArray()) throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": expected a view array");
-  Napi::Array a = v.As<Napi::Array>();
-  Napi::Value buf = a.Get(0u);
-  if (!buf.IsTypedArray()) throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": storage is not a typed array");
-  Napi::TypedArray ta = buf.As<Napi::TypedArray>();
+// Shape, strides, offset and dtype of a view array [storage, offset, shape, strides, dtype, ...]
+// over `base` (capacity elements), with the bounds check: the furthest element reachable through
+// the strides must lie inside the storage, so a wrong stride is an error, never a wild access.
+inline View viewOfLayout(Napi::Env env, Napi::Array a, uint8_t* base, int64_t capacity, const char* what) {
   View view;
   view.dtype = static_cast<DType>(a.Get(4u).As<Napi::Number>().Int32Value());
   int64_t offset = a.Get(1u).As<Napi::Number>().Int64Value();
@@ -42,7 +40,6 @@ inline View toView(Napi::Env env, Napi::Value v, const char* what = "tensor") {
   if (shape.size() > static_cast<size_t>(kMaxDims) || shape.size() != strides.size())
     throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": rank over 8 or shape/strides mismatch");
   view.ndim = static_cast<int>(shape.size());
-  // Bounds check: the furthest element reachable through the strides must lie inside the buffer.
   int64_t lo = offset, hi = offset;
   bool empty = false;
   for (int i = 0; i < view.ndim; ++i) {
@@ -52,20 +49,28 @@ inline View toView(Napi::Env env, Napi::Value v, const char* what = "tensor") {
     else if (strides[i] > 0) hi += (shape[i] - 1) * strides[i];
     else lo += (shape[i] - 1) * strides[i];
   }
-  size_t esize = dtypeSize(view.dtype);
-  int64_t capacity = static_cast<int64_t>(ta.ByteLength() / esize);
-  if (view.dtype == DType::I4) capacity = static_cast<int64_t>(ta.ByteLength()) * 2;
   if (!empty && (lo < 0 || hi >= capacity))
     throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": view reaches outside its storage");
-  uint8_t* base = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
   if (view.dtype == DType::I4) {
     // Packed nibbles: a view must start on a byte boundary.
     if (offset % 2 != 0) throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": an i4 view must start at an even element");
     view.data = base + offset / 2;
   } else {
-    view.data = base + offset * esize;
+    view.data = base + offset * static_cast<int64_t>(dtypeSize(view.dtype));
   }
   return view;
+}
+
+inline View toView(Napi::Env env, Napi::Value v, const char* what = "tensor") {
+  if (!v.IsArray()) throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": expected a view array");
+  Napi::Array a = v.As<Napi::Array>();
+  Napi::Value buf = a.Get(0u);
+  if (!buf.IsTypedArray()) throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": storage is not a typed array");
+  Napi::TypedArray ta = buf.As<Napi::TypedArray>();
+  DType dtype = static_cast<DType>(a.Get(4u).As<Napi::Number>().Int32Value());
+  int64_t bytes = static_cast<int64_t>(ta.ByteLength());
+  int64_t capacity = dtype == DType::I4 ? bytes * 2 : bytes / static_cast<int64_t>(dtypeSize(dtype));
+  return viewOfLayout(env, a, static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), capacity, what);
 }
 
 // A CUDA view travels as [devicePointer (a Number: device addresses fit in 53 bits),
@@ -74,33 +79,8 @@ inline View toDeviceView(Napi::Env env, Napi::Value v, const char* what = "tenso
   if (!v.IsArray()) throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": expected a device view array");
   Napi::Array a = v.As<Napi::Array>();
   if (!a.Get(0u).IsNumber()) throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": not a CUDA tensor (storage is not a device pointer)");
-  View view;
-  view.dtype = static_cast<DType>(a.Get(4u).As<Napi::Number>().Int32Value());
-  int64_t offset = a.Get(1u).As<Napi::Number>().Int64Value();
-  auto shape = toInt64Vector(env, a.Get(2u), what);
-  auto strides = toInt64Vector(env, a.Get(3u), what);
-  int64_t capacity = a.Get(5u).As<Napi::Number>().Int64Value();
-  if (shape.size() > static_cast<size_t>(kMaxDims) || shape.size() != strides.size())
-    throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": rank over 8 or shape/strides mismatch");
-  view.ndim = static_cast<int>(shape.size());
-  int64_t lo = offset, hi = offset;
-  bool empty = false;
-  for (int i = 0; i < view.ndim; ++i) {
-    view.shape[i] = shape[i];
-    view.strides[i] = strides[i];
-    if (shape[i] == 0) empty = true;
-    else if (strides[i] > 0) hi += (shape[i] - 1) * strides[i];
-    else lo += (shape[i] - 1) * strides[i];
-  }
-  if (!empty && (lo < 0 || hi >= capacity)) throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": view reaches outside its storage");
   auto base = reinterpret_cast<uint8_t*>(static_cast<uintptr_t>(a.Get(0u).As<Napi::Number>().Int64Value()));
-  if (view.dtype == DType::I4) {
-    if (offset % 2 != 0) throwCode(env, "QDM_BAD_ARGUMENT", std::string(what) + ": an i4 view must start at an even element");
-    view.data = base + offset / 2;
-  } else {
-    view.data = base + offset * static_cast<int64_t>(dtypeSize(view.dtype));
-  }
-  return view;
+  return viewOfLayout(env, a, base, a.Get(5u).As<Napi::Number>().Int64Value(), what);
 }
 // Optional device operand: null/undefined gives a View with data == nullptr.
 inline View optDeviceView(Napi::Env env, Napi::Value v, const char* what) {
