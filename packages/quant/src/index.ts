@@ -11,3 +11,5 @@ export * from './report.js';
 export * from './qgemm.js';
 export * from './integer.js';
 export * from './checkpoint.js';
+export * from './adaround.js';
+export * from './reconstruct.js';

@@ -8,6 +8,7 @@
 // (firstLastBits, default 8, EfficientDM's W8A8 for conv_in / conv_out), then the first
 // override whose pattern matches the layer name (explicit overrides win).
 import { ArgumentError, Module, nn } from '@qdm/core';
+import { checkReconstructionOptions, reconstructWeights, type ReconstructionOptions, type ReconstructionReport } from './reconstruct.js';
 import { calibrateActivations, type CalibrationInput } from './calibrate.js';
 import { toQuantLayer, type QuantLayer } from './layers.js';
 import { CALIBRATORS, type Calibrator, type WeightInit } from './quantizer.js';
@@ -42,6 +43,14 @@ export interface QuantRecipe {
    * Default false.
    */
   splitShortcut?: boolean | Record<string, number>;
+  /**
+   * 'nearest' (default) or 'adaround': learn each weight's rounding against the full-precision
+   * outputs on the calibration set (reconstructWeights; Q-Diffusion's AdaRound/BRECQ stage),
+   * before the activations are calibrated.
+   */
+  rounding?: 'nearest' | 'adaround';
+  /** Options of the reconstruction (granularity 'layer' | 'block', iters, lr, lambda, ...). */
+  reconstruction?: ReconstructionOptions;
 }
 
 export interface QuantizeOptions { calibration?: CalibrationInput }
@@ -56,9 +65,11 @@ export interface QuantizeSummary {
   firstLast: string[];
   /** Layers with activation quantizers that calibration never reached (left in full precision). */
   uncalibrated: string[];
+  /** With rounding 'adaround': per-unit output MSE with nearest and learned rounding. */
+  reconstruction?: ReconstructionReport;
 }
 
-const RECIPE_KEYS = new Set(['weights', 'activations', 'firstLastBits', 'skip', 'overrides', 'calibrator', 'percentile', 'weightInit', 'splitShortcut']);
+const RECIPE_KEYS = new Set(['weights', 'activations', 'firstLastBits', 'skip', 'overrides', 'calibrator', 'percentile', 'weightInit', 'splitShortcut', 'rounding', 'reconstruction']);
 
 /**
  * C1 of each up-path ResNet shortcut conv of a diffusers-layout U-Net: the resnet's input is
@@ -86,6 +97,11 @@ function checkRecipe(recipe: QuantRecipe): void {
   if (!recipe || typeof recipe !== 'object') throw new ArgumentError('quantize: recipe must be an object');
   for (const k of Object.keys(recipe)) if (!RECIPE_KEYS.has(k)) throw new ArgumentError(`quantize: recipe.${k} is not a recipe field (expected ${[...RECIPE_KEYS].join(', ')})`);
   if (!recipe.weights) throw new ArgumentError('quantize: recipe.weights (a QuantSpec) is required');
+  if (recipe.rounding !== undefined && recipe.rounding !== 'nearest' && recipe.rounding !== 'adaround') throw new ArgumentError(`quantize: recipe.rounding must be 'nearest' or 'adaround', got ${String(recipe.rounding)}`);
+  if (recipe.reconstruction !== undefined) {
+    if (recipe.rounding !== 'adaround') throw new ArgumentError("quantize: recipe.reconstruction applies with rounding: 'adaround'");
+    checkReconstructionOptions(recipe.reconstruction, 'recipe.reconstruction');
+  }
   resolveSpec(recipe.weights, 'recipe.weights');
   if (recipe.activations) {
     const a = resolveSpec(recipe.activations, 'recipe.activations');
@@ -169,7 +185,10 @@ export async function quantize<M extends Module>(model: M, recipe: QuantRecipe, 
   const needsCalibration = !!recipe.activations || !!recipe.overrides?.some((o) => o.activations);
   if (needsCalibration && opts.calibration === undefined) throw new ArgumentError('quantize: options.calibration is required when the recipe quantizes activations');
   if (opts.calibration !== undefined && !Array.isArray(opts.calibration) && typeof opts.calibration !== 'function') throw new ArgumentError('quantize: options.calibration must be an array of argument lists or a function running the model');
+  if (recipe.rounding === 'adaround' && opts.calibration === undefined) throw new ArgumentError("quantize: rounding 'adaround' needs options.calibration (the inputs the rounding is learned on)");
   const plan = quantizeModules(model, recipe);
+  // Weights first, then the activation ranges on the weight-quantized model (Q-Diffusion's order).
+  const reconstruction = recipe.rounding === 'adaround' ? await reconstructWeights(model, opts.calibration!, recipe.reconstruction ?? {}) : undefined;
   const report = needsCalibration ? await calibrateActivations(model, opts.calibration!) : { uncalibrated: [] };
-  return { model, summary: { ...plan, uncalibrated: report.uncalibrated } };
+  return { model, summary: { ...plan, uncalibrated: report.uncalibrated, ...(reconstruction ? { reconstruction } : {}) } };
 }
