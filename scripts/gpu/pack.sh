@@ -75,6 +75,15 @@ tar -cf - -C "$ROOT" --exclude='.turbo' --exclude='*.tsbuildinfo' \
   -T "$list" | xz -6 -T2 > "$OUTDIR/repo.tar.xz.part"
 mv "$OUTDIR/repo.tar.xz.part" "$OUTDIR/repo.tar.xz"
 rm -f "$list"
+# The reference U-Nets (fixtures/unet, about 9 MB; read-only inputs, never part of the repository),
+# so that the GPU run checks the fixture models on the GPU against diffusers' outputs.
+FIXTURES=${QDM_FIXTURES:-$ROOT/../shared/fixtures}
+if [ -d "$FIXTURES/unet" ]; then
+  tar -cf - -C "$FIXTURES" unet | xz -6 -T2 > "$OUTDIR/fixtures.tar.xz"
+else
+  echo "pack.sh: no fixtures at $FIXTURES (set QDM_FIXTURES); the fixture U-Net GPU tests will skip"
+  rm -f "$OUTDIR/fixtures.tar.xz"
+fi
 cp scripts/gpu/run.sh "$OUTDIR/run.sh"
 chmod +x "$OUTDIR/run.sh"
 git rev-parse HEAD > "$OUTDIR/COMMIT" 2>/dev/null || true

@@ -20,6 +20,9 @@ t0=$(date +%s)
 xz -dc "$HERE/node.xz" > "$WORK/node" && chmod +x "$WORK/node" || { echo "run.sh: cannot unpack node.xz" | tee "$OUT/run.log"; exit 1; }
 mkdir -p "$WORK/repo"
 tar -xJf "$HERE/repo.tar.xz" -C "$WORK/repo" || { echo "run.sh: cannot unpack repo.tar.xz" | tee "$OUT/run.log"; exit 1; }
+if [ -f "$HERE/fixtures.tar.xz" ]; then
+  mkdir -p "$WORK/fixtures" && tar -xJf "$HERE/fixtures.tar.xz" -C "$WORK/fixtures" && export QDM_FIXTURES="$WORK/fixtures"
+fi
 export PATH="$WORK:$PATH"
 cd "$WORK/repo"
 
