@@ -8,7 +8,7 @@
 // (firstLastBits, default 8, EfficientDM's W8A8 for conv_in / conv_out), then the first
 // override whose pattern matches the layer name (explicit overrides win).
 import { ArgumentError, Module, nn } from '@qdm/core';
-import { checkReconstructionOptions, reconstructWeights, type ReconstructionOptions, type ReconstructionReport } from './reconstruct.js';
+import { checkReconstructionOptions, reconstruct, type ReconstructionOptions, type ReconstructionProgress, type ReconstructionReport } from './reconstruct.js';
 import { calibrateActivations, type CalibrationInput } from './calibrate.js';
 import { toQuantLayer, type QuantLayer } from './layers.js';
 import { CALIBRATORS, type Calibrator, type WeightInit } from './quantizer.js';
@@ -44,16 +44,24 @@ export interface QuantRecipe {
    */
   splitShortcut?: boolean | Record<string, number>;
   /**
-   * 'nearest' (default) or 'adaround': learn each weight's rounding against the full-precision
-   * outputs on the calibration set (reconstructWeights; Q-Diffusion's AdaRound/BRECQ stage),
-   * before the activations are calibrated.
+   * 'nearest' (default) or 'adaround': learn each weight's rounding by layer / block
+   * reconstruction against the full-precision model on the calibration set (Q-Diffusion's
+   * AdaRound / BRECQ stage, see reconstruct.ts), before the activations are calibrated.
    */
   rounding?: 'nearest' | 'adaround';
-  /** Options of the reconstruction (granularity 'layer' | 'block', iters, lr, lambda, ...). */
+  /**
+   * Reconstruction options (rounding 'adaround' only); every field left out takes the reference
+   * value of RECONSTRUCTION_DEFAULTS: granularity 'block', iters 20000, batch 32, lr 1e-3,
+   * lambda 0.01, warmup 0.2, betaStart 20, betaEnd 2, learnActivations false (5000 iters, lr 4e-4, p 2.4).
+   */
   reconstruction?: ReconstructionOptions;
 }
 
-export interface QuantizeOptions { calibration?: CalibrationInput }
+export interface QuantizeOptions {
+  calibration?: CalibrationInput;
+  /** Progress of the reconstruction (rounding 'adaround'), e.g. for a CLI. */
+  onProgress?: (p: ReconstructionProgress) => void;
+}
 
 export interface QuantizedLayerInfo { name: string; type: 'Linear' | 'Conv2d'; weightBits: number; actBits: number | null; granularity: string; split?: number }
 
@@ -65,7 +73,7 @@ export interface QuantizeSummary {
   firstLast: string[];
   /** Layers with activation quantizers that calibration never reached (left in full precision). */
   uncalibrated: string[];
-  /** With rounding 'adaround': per-unit output MSE with nearest and learned rounding. */
+  /** With rounding 'adaround': per unit, the reconstruction loss with nearest and with learned rounding. */
   reconstruction?: ReconstructionReport;
 }
 
@@ -97,11 +105,12 @@ function checkRecipe(recipe: QuantRecipe): void {
   if (!recipe || typeof recipe !== 'object') throw new ArgumentError('quantize: recipe must be an object');
   for (const k of Object.keys(recipe)) if (!RECIPE_KEYS.has(k)) throw new ArgumentError(`quantize: recipe.${k} is not a recipe field (expected ${[...RECIPE_KEYS].join(', ')})`);
   if (!recipe.weights) throw new ArgumentError('quantize: recipe.weights (a QuantSpec) is required');
-  if (recipe.rounding !== undefined && recipe.rounding !== 'nearest' && recipe.rounding !== 'adaround') throw new ArgumentError(`quantize: recipe.rounding must be 'nearest' or 'adaround', got ${String(recipe.rounding)}`);
+  if (recipe.rounding !== undefined && recipe.rounding !== 'nearest' && recipe.rounding !== 'adaround') throw new ArgumentError(`recipe.rounding: expected 'nearest' or 'adaround', got ${String(recipe.rounding)}`);
   if (recipe.reconstruction !== undefined) {
-    if (recipe.rounding !== 'adaround') throw new ArgumentError("quantize: recipe.reconstruction applies with rounding: 'adaround'");
+    if (recipe.rounding !== 'adaround') throw new ArgumentError("recipe.reconstruction: applies with rounding: 'adaround' only");
     checkReconstructionOptions(recipe.reconstruction, 'recipe.reconstruction');
   }
+  if (recipe.rounding === 'adaround' && recipe.weights.granularity !== 'tensor' && recipe.weights.granularity !== 'channel') throw new ArgumentError(`recipe.rounding: 'adaround' rounds per tensor or per channel weights, got granularity '${recipe.weights.granularity}'`);
   resolveSpec(recipe.weights, 'recipe.weights');
   if (recipe.activations) {
     const a = resolveSpec(recipe.activations, 'recipe.activations');
@@ -187,8 +196,12 @@ export async function quantize<M extends Module>(model: M, recipe: QuantRecipe, 
   if (opts.calibration !== undefined && !Array.isArray(opts.calibration) && typeof opts.calibration !== 'function') throw new ArgumentError('quantize: options.calibration must be an array of argument lists or a function running the model');
   if (recipe.rounding === 'adaround' && opts.calibration === undefined) throw new ArgumentError("quantize: rounding 'adaround' needs options.calibration (the inputs the rounding is learned on)");
   const plan = quantizeModules(model, recipe);
-  // Weights first, then the activation ranges on the weight-quantized model (Q-Diffusion's order).
-  const reconstruction = recipe.rounding === 'adaround' ? await reconstructWeights(model, opts.calibration!, recipe.reconstruction ?? {}) : undefined;
+  if (recipe.rounding === 'adaround') {
+    // Weights first, then the activation ranges on the weight-quantized model (Q-Diffusion's
+    // order), then optionally the activation step sizes: reconstruct() runs all three.
+    const reconstruction = await reconstruct(model, opts.calibration!, recipe.reconstruction ?? {}, { onProgress: opts.onProgress, calibrateActivations: needsCalibration });
+    return { model, summary: { ...plan, uncalibrated: reconstruction.activationCalibration?.uncalibrated ?? [], reconstruction } };
+  }
   const report = needsCalibration ? await calibrateActivations(model, opts.calibration!) : { uncalibrated: [] };
-  return { model, summary: { ...plan, uncalibrated: report.uncalibrated, ...(reconstruction ? { reconstruction } : {}) } };
+  return { model, summary: { ...plan, uncalibrated: report.uncalibrated } };
 }

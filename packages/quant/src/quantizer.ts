@@ -40,8 +40,8 @@ export function rangeToScaleZero(min: number, max: number, spec: ResolvedQuantSp
   return { scale, zero: spec.qmin - roundHalfEven(lo / scale) };
 }
 
-/** Element -> parameter index map for a granularity (channel / group / separable row). */
-function paramMap(shape: readonly number[], spec: ResolvedQuantSpec): { count: number; index: (i: number) => number } {
+/** Element -> parameter index map for a granularity (channel / group / separable row); exported for AdaRound. */
+export function paramMap(shape: readonly number[], spec: ResolvedQuantSpec): { count: number; index: (i: number) => number } {
   const numel = shape.reduce((a, b) => a * b, 1);
   switch (spec.granularity) {
     case 'tensor': return { count: 1, index: () => 0 };
