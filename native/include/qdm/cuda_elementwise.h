@@ -27,4 +27,5 @@ void indexRows(const View& src, const View& idx, const View& out);
 void indexAddRows(const View& src, const View& idx, const View& out);
 // Nearest upsampling of [P, H, W] planes (backward: in = output grad [P, OH, OW], out = input grad [P, H, W], overwritten).
 void upsampleNearest(const View& in, const View& out, double scaleH, double scaleW, bool backward);
+void upsampleBilinear(const View& in, const View& out, double scaleH, double scaleW, bool alignCorners, bool backward);
 }  // namespace qdm::cuda

@@ -96,13 +96,15 @@ Napi::Value IndexAddRows(const Napi::CallbackInfo& info) {
   });
 }
 // upsample(mode, a, b, scaleH, scaleW, alignCorners, backward): forward a = x [P,H,W], b = y [P,OH,OW];
-// backward a = dy [P,OH,OW], b = dx [P,H,W]. Nearest only on CUDA.
+// backward a = dy [P,OH,OW], b = dx [P,H,W].
 Napi::Value Upsample(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&] {
     int mode = static_cast<int>(intArg(info, 0));
-    if (mode != 0) throwCode(env, "QDM_CUDA_UNSUPPORTED", "upsample: bilinear has no CUDA kernel yet (nearest has)");
-    cuda::upsampleNearest(toDeviceView(env, info[1], "x"), toDeviceView(env, info[2], "y"), numberArg(info, 3), numberArg(info, 4), boolArg(info, 6));
+    if (mode != 0 && mode != 1) throwCode(env, "QDM_BAD_ARGUMENT", "upsample: mode must be 0 (nearest) or 1 (bilinear)");
+    View a = toDeviceView(env, info[1], "x"), b = toDeviceView(env, info[2], "y");
+    if (mode == 0) cuda::upsampleNearest(a, b, numberArg(info, 3), numberArg(info, 4), boolArg(info, 6));
+    else cuda::upsampleBilinear(a, b, numberArg(info, 3), numberArg(info, 4), boolArg(info, 5), boolArg(info, 6));
     return env.Undefined();
   });
 }

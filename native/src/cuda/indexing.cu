@@ -80,6 +80,69 @@ __global__ void upsampleNearestBackward(const void* gy, DType gt, void* gx, DTyp
   }
 }
 
+
+// Bilinear (PyTorch's interpolate, as native/src/cpu/nn_resample.cpp): source coordinate
+// s = align ? o * scale : max(0, (o + 0.5) * scale - 0.5), taps i0 = min(floor(s), n-1),
+// i1 = min(i0 + 1, n-1), weight of i1 = s - i0. Computed in double like the CPU, so both devices
+// pick the same taps.
+__device__ __forceinline__ void bilinearSrc(int64_t o, double scale, bool align, int64_t n, int64_t& i0, int64_t& i1, float& l1) {
+  double src = align ? static_cast<double>(o) * scale : fmax(0.0, (static_cast<double>(o) + 0.5) * scale - 0.5);
+  i0 = static_cast<int64_t>(src);
+  if (i0 > n - 1) i0 = n - 1;
+  i1 = i0 + 1 < n - 1 ? i0 + 1 : n - 1;
+  l1 = static_cast<float>(src - static_cast<double>(i0));
+}
+// The weight that output o gives input i along one axis (0 when i is not one of its taps).
+__device__ __forceinline__ float bilinearWeight(int64_t o, int64_t i, double scale, bool align, int64_t n) {
+  int64_t i0, i1; float l1;
+  bilinearSrc(o, scale, align, n, i0, i1, l1);
+  return (i0 == i ? 1.0f - l1 : 0.0f) + (i1 == i ? l1 : 0.0f);
+}
+// [o0, o1): the outputs that have input i among their taps (taps are monotonic in o).
+__device__ __forceinline__ void bilinearPreimage(int64_t i, double scale, bool align, int64_t nIn, int64_t nOut, int64_t& o0, int64_t& o1) {
+  int64_t o = static_cast<int64_t>(floor(static_cast<double>(i - 1) / scale)) - 2;
+  if (o < 0) o = 0;
+  int64_t a, b; float l;
+  for (;; ++o) { if (o >= nOut) break; bilinearSrc(o, scale, align, nIn, a, b, l); if (b >= i) break; }
+  o0 = o;
+  for (;; ++o) { if (o >= nOut) break; bilinearSrc(o, scale, align, nIn, a, b, l); if (a > i) break; }
+  o1 = o;
+}
+
+__global__ void upsampleBilinearForward(const void* x, DType xt, void* y, DType yt, int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW, double sh, double sw, bool align) {
+  const int64_t n = P * OH * OW;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t ow = i % OW, t = i / OW, oh = t % OH, p = t / OH;
+    int64_t h0, h1, w0, w1; float lh, lw;
+    bilinearSrc(oh, sh, align, H, h0, h1, lh);
+    bilinearSrc(ow, sw, align, W, w0, w1, lw);
+    const int64_t base = p * H * W;
+    const float a = (1 - lh) * (1 - lw), b = (1 - lh) * lw, c = lh * (1 - lw), d = lh * lw;
+    stf(y, i, yt, a * ldf(x, base + h0 * W + w0, xt) + b * ldf(x, base + h0 * W + w1, xt) + c * ldf(x, base + h1 * W + w0, xt) + d * ldf(x, base + h1 * W + w1, xt));
+  }
+}
+
+// Adjoint as a gather (one thread per input pixel, no atomics: deterministic).
+__global__ void upsampleBilinearBackward(const void* gy, DType gt, void* gx, DType xt, int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW, double sh, double sw, bool align) {
+  const int64_t n = P * H * W;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t iw = i % W, t = i / W, ih = t % H, p = t / H;
+    int64_t h0, h1, w0, w1;
+    bilinearPreimage(ih, sh, align, H, OH, h0, h1);
+    bilinearPreimage(iw, sw, align, W, OW, w0, w1);
+    float acc = 0.0f;
+    for (int64_t oh = h0; oh < h1; ++oh) {
+      const float wh = bilinearWeight(oh, ih, sh, align, H);
+      if (wh == 0.0f) continue;
+      for (int64_t ow = w0; ow < w1; ++ow) {
+        const float ww = bilinearWeight(ow, iw, sw, align, W);
+        if (ww != 0.0f) acc += wh * ww * ldf(gy, (p * OH + oh) * OW + ow, gt);
+      }
+    }
+    stf(gx, i, xt, acc);
+  }
+}
+
 void checkRows(const View& v, const char* op, const char* what) {
   if (v.ndim != 2 || !v.contiguous() || !isFloat3(v.dtype))
     throw KernelError("QDM_BAD_ARGUMENT", std::string(op) + ": " + what + " must be a contiguous 2-d f32/f16/bf16 tensor");
@@ -126,6 +189,23 @@ void upsampleNearest(const View& in, const View& out, double scaleH, double scal
   } else {
     if (P * OH * OW == 0) return;
     upsampleNearestForward<<<gridFor(P * OH * OW), kThreads, 0, stream()>>>(in.data, in.dtype, out.data, out.dtype, P, H, W, OH, OW, scaleH, scaleW);
+  }
+  checkLaunch("upsample");
+}
+void upsampleBilinear(const View& in, const View& out, double scaleH, double scaleW, bool alignCorners, bool backward) {
+  for (const View* v : {&in, &out})
+    if (v->ndim != 3 || !v->contiguous() || !isFloat3(v->dtype)) throw KernelError("QDM_BAD_ARGUMENT", "upsample: contiguous [P, H, W] f32/f16/bf16 planes expected");
+  if (in.shape[0] != out.shape[0]) throw KernelError("QDM_SHAPE_MISMATCH", "upsample: plane counts differ");
+  if (!(scaleH > 0) || !(scaleW > 0)) throw KernelError("QDM_BAD_ARGUMENT", "upsample: scales must be positive");
+  const View& img = backward ? out : in;
+  const View& up = backward ? in : out;
+  const int64_t P = img.shape[0], H = img.shape[1], W = img.shape[2], OH = up.shape[1], OW = up.shape[2];
+  if (backward) {
+    if (P * H * W == 0) return;
+    upsampleBilinearBackward<<<gridFor(P * H * W), kThreads, 0, stream()>>>(in.data, in.dtype, out.data, out.dtype, P, H, W, OH, OW, scaleH, scaleW, alignCorners);
+  } else {
+    if (P * OH * OW == 0) return;
+    upsampleBilinearForward<<<gridFor(P * OH * OW), kThreads, 0, stream()>>>(in.data, in.dtype, out.data, out.dtype, P, H, W, OH, OW, scaleH, scaleW, alignCorners);
   }
   checkLaunch("upsample");
 }

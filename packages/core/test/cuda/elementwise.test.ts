@@ -177,6 +177,20 @@ describe.skipIf(!cudaAvailable)(`CUDA elementwise vs CPU${skipNote}`, () => {
     }
   });
 
+  it('bilinear upsampling and its gradient (align corners or not, up and down)', () => {
+    for (const dt of HALVES) {
+      for (const opts of [{ scaleFactor: 2 }, { size: [11, 7] as [number, number] }, { size: [3, 4] as [number, number] }, { size: [9, 13] as [number, number], alignCorners: true }]) {
+        const r = compareOp((x, g) => {
+          const xl = detach(x).requiresGrad_();
+          const y = interpolate(xl, { ...opts, mode: 'bilinear' });
+          y.backward(g.shape.every((d, i) => d === y.shape[i]) ? g : full(y.shape, 1, { dtype: y.dtype, device: y.device }));
+          return [y, xl.grad!];
+        }, [rn([2, 3, 5, 6]), rn([2, 3, 10, 12])], { dtype: dt });
+        expect(r.err, `${dt} ${JSON.stringify(opts)}`).toBeLessThanOrEqual(tolFor(dt));
+      }
+    }
+  });
+
   it('half-precision ops stay in their dtype on the GPU (no f32 round trip)', () => {
     const x = cast(rn([64]), 'f16').to('cuda');
     const y = unaryOp('silu', x);
