@@ -8,7 +8,13 @@
 // weights must have been quantized with it multiplied in.
 // Inference only: these ops record no autograd graph, and refuse inputs that require grad while
 // grad mode is on (wrap the call in noGrad).
-import { ArgumentError, DTypeError, QdmError, ShapeError, Tensor, asF32, contiguous, empty, isGradEnabled, kernel, matmul, shapeStr } from '@qdm/core';
+// CUDA: the same kernel names run on the device of their first tensor (native/src/cuda/qgemm.cu,
+// docs/cuda.md), so the ops only choose where buffers live: a packing is made on the codes' device
+// with that device's packed size (the CUDA layout differs from the CPU's, so a packing is only
+// valid where it was made), inputs stay in their own f32/f16/bf16 dtype and outputs take it. The
+// CPU path is unchanged (f32 out). CUDA has no quantized conv2d kernel: quantConv2d falls back to
+// the GEMM for 1x1 kernels without padding and throws QDM_UNSUPPORTED otherwise.
+import { ArgumentError, DTypeError, DeviceError, QdmError, ShapeError, Tensor, asF32, castRaw, contiguous, empty, fromNative, getBackend, isGradEnabled, kernel, matmul, permute, shapeStr, slice, type Device } from '@qdm/core';
 
 /** Weights packed for the low-bit GEMM: n output channels (rows) by k reduction codes. */
 export interface PackedWeights {
@@ -34,17 +40,37 @@ export interface DynamicActQuant { dynamic: true; qmax: number }
 export type ActSpec = ActQuant | 'dynamic' | DynamicActQuant;
 
 const f32 = (t: Tensor) => contiguous(asF32(t));
+/** Scales and zero points must be f32 on every device (asF32 keeps halves on a native-half device). */
+const realF32 = (t: Tensor) => contiguous(t.dtype === 'f32' ? t : castRaw(t, 'f32'));
+/** The float input as the kernel takes it: widened to f32 on the CPU, its own dtype on CUDA. */
+const floatIn = (x: Tensor) => (x.device === 'cpu' ? f32(x) : contiguous(x));
+
+/** qgemmPackedBytes on `device`: it takes no tensor, so kernel() alone would always ask the CPU. */
+function packedBytes(device: Device, n: number, k: number, bits: number): number {
+  if (device === 'cpu') return kernel('qgemmPackedBytes', n, k, bits) as number;
+  try {
+    return getBackend(device).run('qgemmPackedBytes', [n, k, bits]) as number;
+  } catch (err) {
+    throw err instanceof QdmError ? err : fromNative(err, 'qgemmPackedBytes');
+  }
+}
+
+function sameDevice(op: string, device: Device, t: Tensor | null | undefined, what: string): void {
+  if (t && t.device !== device)
+    throw new DeviceError('QDM_DEVICE_MISMATCH', `${op}: ${what} is on ${t.device} but the input is on ${device}; move all operands to one device${what.startsWith('packed') ? ' (a packing is only valid on the device that made it: pack the codes there)' : ''}`);
+}
 
 function checkFloat(x: Tensor, op: string): void {
   if (!['f32', 'f16', 'bf16'].includes(x.dtype)) throw new DTypeError(`${op}: expected a floating-point input, got ${x.dtype}`);
-  if (x.device !== 'cpu') throw new ArgumentError(`${op}: the low-bit kernels run on the CPU; got a ${x.device} tensor`);
+  if (x.device !== 'cpu' && x.device !== 'cuda') throw new ArgumentError(`${op}: the low-bit kernels run on the CPU or CUDA; got a ${x.device as string} tensor`);
   if (x.requiresGrad && isGradEnabled()) throw new ArgumentError(`${op}: inference only (no gradients through integer kernels); run it under noGrad`);
 }
 
-function vec(t: Tensor | undefined, n: number, what: string, op: string): Tensor | null {
+function vec(t: Tensor | undefined, n: number, what: string, op: string, device: Device = 'cpu'): Tensor | null {
   if (!t) return null;
   if (t.numel !== n) throw new ShapeError(`${op}: ${what} ${shapeStr(t.shape)} must have ${n} entries`);
-  return f32(t);
+  sameDevice(op, device, t, what);
+  return device === 'cpu' ? f32(t) : realF32(t);
 }
 
 /**
@@ -58,10 +84,13 @@ export function packWeights(codes: Tensor, scale: Tensor, zeroPoint?: Tensor): P
   const bits = codes.dtype === 'i8' ? 8 : 4;
   const n = codes.shape[0]!, k = codes.numel / Math.max(n, 1);
   if (n < 1 || k < 1) throw new ShapeError(`${op}: empty weight ${shapeStr(codes.shape)}`);
-  const sc = vec(scale, n, 'scale', op)!.clone();
-  const zp = zeroPoint ? vec(zeroPoint, n, 'zeroPoint', op)!.clone() : undefined;
-  const bytes = kernel('qgemmPackedBytes', n, k, bits) as number;
-  const packed = empty([bytes], 'i8', 'cpu'), rowSums = empty([n], 'i32', 'cpu');
+  const device = codes.device;
+  const sc = vec(scale, n, 'scale', op, device)!.clone();
+  const zp = zeroPoint ? vec(zeroPoint, n, 'zeroPoint', op, device)!.clone() : undefined;
+  if (device !== 'cpu' && codes.ndim === 4 && codes.shape[2]! * codes.shape[3]! !== 1)
+    throw new QdmError('QDM_UNSUPPORTED', `${op}: CUDA has no quantized conv2d yet, so only 1x1 conv codes can be packed there; got ${shapeStr(codes.shape)} (pack on the CPU and run quantConv2d there)`);
+  const bytes = packedBytes(device, n, k, bits);
+  const packed = empty([bytes], 'i8', device), rowSums = empty([n], 'i32', device);
   kernel('qgemmPackWeights', contiguous(codes), packed, rowSums, bits);
   const conv = codes.ndim === 4 ? { c: codes.shape[1]!, kh: codes.shape[2]!, kw: codes.shape[3]! } : undefined;
   return { packed, rowSums, n, k, bits, scale: sc, ...(zp ? { zeroPoint: zp } : {}), ...(conv ? { conv } : {}) };
@@ -93,22 +122,28 @@ export function quantizeActivations(x: Tensor, act: ActSpec, colFactor?: Tensor)
   if (x.ndim < 1) throw new ShapeError(`${op}: expected at least 1-d input`);
   const a = checkAct(act, op);
   const K = x.shape[x.ndim - 1]!, T = x.numel / Math.max(K, 1);
-  const col = vec(colFactor, K, 'colFactor', op);
-  const codes = empty(x.shape, 'i8', 'cpu'), scale = empty([T], 'f32', 'cpu'), zeroPoint = empty([T], 'f32', 'cpu');
-  if (x.numel > 0) kernel('qgemmQuantizeActs', f32(x).reshape([T, K]), codes.reshape([T, K]), scale, zeroPoint, a.dynamic, a.scale, a.zero, a.qmin, a.qmax, col);
+  const col = vec(colFactor, K, 'colFactor', op, x.device);
+  const codes = empty(x.shape, 'i8', x.device), scale = empty([T], 'f32', x.device), zeroPoint = empty([T], 'f32', x.device);
+  if (x.numel > 0) kernel('qgemmQuantizeActs', floatIn(x).reshape([T, K]), codes.reshape([T, K]), scale, zeroPoint, a.dynamic, a.scale, a.zero, a.qmin, a.qmax, col);
   return { codes, scale, zeroPoint };
 }
 
-/** y = dequant(quant(x)) @ dequant(W)^T (+ bias, + low-rank (x A) B), computed in integers. f32 [..., n]. */
+/**
+ * y = dequant(quant(x)) @ dequant(W)^T (+ bias, + low-rank (x A) B), computed in integers.
+ * [..., n]: f32 on the CPU, x's dtype on CUDA (w must have been packed on x's device).
+ */
 export function quantLinear(x: Tensor, w: PackedWeights, act: ActSpec, opts: { bias?: Tensor; colFactor?: Tensor; lowRank?: { xa?: Tensor; a?: Tensor; b: Tensor } } = {}): Tensor {
   const op = 'quantLinear';
   checkFloat(x, op);
   const K = x.shape[x.ndim - 1];
   if (K !== w.k) throw new ShapeError(`${op}: input ${shapeStr(x.shape)} has ${K} features, the weights take ${w.k}`);
   if (w.conv && w.conv.kh * w.conv.kw !== 1) throw new ArgumentError(`${op}: these weights were packed from ${w.conv.kh}x${w.conv.kw} conv codes (reduction reordered); use quantConv2d`);
+  const device = x.device;
+  sameDevice(op, device, w.packed, 'packed weights');
+  sameDevice(op, device, w.scale, 'the weight scale');
   const T = x.numel / K;
   const q = quantizeActivations(x, act, opts.colFactor);
-  const bias = vec(opts.bias, w.n, 'bias', op);
+  const bias = vec(opts.bias, w.n, 'bias', op, device);
   let xa: Tensor | null = null, b: Tensor | null = null;
   if (opts.lowRank) {
     const lr = opts.lowRank;
@@ -119,7 +154,7 @@ export function quantLinear(x: Tensor, w: PackedWeights, act: ActSpec, opts: { b
     else throw new ArgumentError(`${op}: lowRank needs xa [tokens, r] or a [k, r]`);
     if (xa.shape[0] !== T || xa.shape[1] !== b.shape[0]) throw new ShapeError(`${op}: low-rank xa ${shapeStr(xa.shape)} must be [${T}, ${b.shape[0]}]`);
   }
-  const out = empty([T, w.n], 'f32', 'cpu');
+  const out = empty([T, w.n], device === 'cpu' ? 'f32' : x.dtype, device);
   if (T > 0) kernel('qgemmLinear', q.codes.reshape([T, K]), q.scale, q.zeroPoint, w.packed, w.rowSums, w.scale, w.zeroPoint ?? null, bias, out, w.bits, xa, b);
   return out.reshape([...x.shape.slice(0, -1), w.n]);
 }
@@ -143,6 +178,7 @@ export function quantConv2d(x: Tensor, w: PackedWeights, kernelSize: [number, nu
   if ((opts.groups ?? 1) !== 1) throw new QdmError('QDM_UNSUPPORTED', `${op}: groups = ${opts.groups} is not supported (groups = 1 only)`);
   if (act === ('dynamic' as unknown) || 'dynamic' in act) throw new ArgumentError(`${op}: needs a static per-tensor activation quantizer`);
   const a = checkAct(act, op);
+  sameDevice(op, x.device, w.packed, 'packed weights');
   const [kh, kw] = kernelSize;
   const [N, C, H, W] = x.shape as [number, number, number, number];
   if (!Number.isInteger(kh) || !Number.isInteger(kw) || kh < 1 || kw < 1) throw new ArgumentError(`${op}: bad kernel size ${String(kernelSize)}`);
@@ -153,10 +189,30 @@ export function quantConv2d(x: Tensor, w: PackedWeights, kernelSize: [number, nu
   if (sH < 1 || sW < 1 || dH < 1 || dW < 1 || pH < 0 || pW < 0) throw new ArgumentError(`${op}: invalid stride/padding/dilation`);
   const OH = Math.floor((H + 2 * pH - dH * (kh - 1) - 1) / sH) + 1, OW = Math.floor((W + 2 * pW - dW * (kw - 1) - 1) / sW) + 1;
   if (OH < 1 || OW < 1) throw new ShapeError(`${op}: input ${shapeStr(x.shape)} is smaller than the ${kh}x${kw} kernel`);
+  if (x.device !== 'cpu') return deviceConv1x1(x, w, act, [kh, kw], [sH, sW], [pH, pW], opts);
   const out = empty([N, w.n, OH, OW], 'f32', 'cpu');
   const bias = vec(opts.bias, w.n, 'bias', op), col = vec(opts.colFactor, C, 'colFactor', op);
   if (N > 0) kernel('qgemmConv2d', f32(x), w.packed, w.rowSums, w.scale, w.zeroPoint ?? null, bias, out, w.bits, kh, kw, sH, sW, pH, pW, dH, dW, a.scale, a.zero, a.qmin, a.qmax, col);
   return out;
+}
+
+/**
+ * quantConv2d off the CPU: there is no device quantized conv2d kernel, but a 1x1 convolution
+ * without padding is the GEMM over channels at the (strided) pixels, so it runs as quantLinear on
+ * NHWC (same codes, same per-tensor activation quantizer, colFactor per input channel). Padding
+ * would need zero-point codes at the border, and k > 1 an implicit GEMM: both are refused.
+ */
+function deviceConv1x1(x: Tensor, w: PackedWeights, act: ActQuant, [kh, kw]: [number, number], [sH, sW]: [number, number], [pH, pW]: [number, number],
+  opts: { bias?: Tensor; colFactor?: Tensor }): Tensor {
+  const op = 'quantConv2d';
+  if (kh * kw !== 1 || pH !== 0 || pW !== 0)
+    throw new QdmError('QDM_UNSUPPORTED', `${op}: ${x.device} has no quantized conv2d kernel yet; only 1x1 convolutions without padding run there (as the integer GEMM), got a ${kh}x${kw} kernel with padding ${pH}x${pW}. Run this layer on the CPU, or dequantize it`);
+  let xs = x;
+  if (sH > 1) xs = slice(xs, 2, 0, xs.shape[2]!, sH);
+  if (sW > 1) xs = slice(xs, 3, 0, xs.shape[3]!, sW);
+  const nhwc = contiguous(permute(xs, [0, 2, 3, 1]));
+  const y = quantLinear(nhwc, w, act, { ...(opts.bias ? { bias: opts.bias } : {}), ...(opts.colFactor ? { colFactor: opts.colFactor } : {}) });
+  return contiguous(permute(y, [0, 3, 1, 2]));
 }
 
 /** The micro-kernel in use and the ones this CPU can run. */
