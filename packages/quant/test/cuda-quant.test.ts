@@ -8,7 +8,7 @@
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { Tensor, cast, empty, full, kernel, tensor } from '@qdm/core';
-import { fakeQuant, layoutOf, type FakeQuantParams } from '@qdm/quant';
+import { fakeQuant, layoutOf, packWeights, quantConv2d, quantLinear, quantizeActivations, type FakeQuantParams } from '@qdm/quant';
 import { cudaUnavailableReason } from '../../core/src/backend/index.js';
 import { makeCase, rng, vals, type Case } from './helpers.js';
 
@@ -340,5 +340,66 @@ describe.skipIf(!cudaAvailable)(`CUDA fp8 e4m3 GEMM${cudaAvailable ? '' : ` (ski
         expect(Math.abs(d - v)).toBeLessThanOrEqual(Math.max(Math.abs(v) * 2 ** -4, 2 ** -10) * 1.0001);
       }
     }
+  });
+});
+
+// ---- the @qdm/quant ops (qgemm.ts) on CUDA operands ----------------------------------------------
+describe.skipIf(!cudaAvailable)(`qgemm ops on CUDA tensors${cudaAvailable ? '' : ` (skipped: ${cudaReason})`}`, () => {
+  const M = 37, N = 70, K = 150;
+  const r = rng(91);
+  const x = f32(Array.from({ length: M * K }, () => (r() - 0.5) * 4), [M, K]);
+  const w = i8Codes([N, K], -128, 127, 92);
+  const sw = vec(N, () => 0.005 + 0.01 * r()), zw = vec(N, () => Math.round((r() - 0.5) * 6));
+  const bias = vec(N, () => r() - 0.5), colF = vec(K, () => 0.5 + r());
+  const stat = { scale: 0.02, zeroPoint: 3, qmin: -128, qmax: 127 };
+
+  it('packWeights on a CUDA tensor packs there with the CUDA layout size; rowSums equal the CPU ones', () => {
+    const pc = packWeights(w, sw, zw), pg = packWeights(dev(w), dev(sw), dev(zw));
+    expect(pg.packed.device).toBe('cuda');
+    expect(pg.rowSums.device).toBe('cuda');
+    expect(pg.packed.numel).toBe(cudaAddon().qgemmPackedBytes(N, K, 8));
+    expect(bitsEqual(host(pg.rowSums), pc.rowSums)).toBe(0);
+  });
+
+  it('quantizeActivations on CUDA: codes, scales and zero points bit-exact vs the CPU (static and dynamic)', () => {
+    for (const act of ['dynamic', stat] as const) {
+      const c = quantizeActivations(x, act, colF), g = quantizeActivations(dev(x), act, dev(colF));
+      expect(g.codes.device).toBe('cuda');
+      expect(bitsEqual(host(g.codes), c.codes)).toBe(0);
+      expect(bitsEqual(host(g.scale), c.scale)).toBe(0);
+      expect(bitsEqual(host(g.zeroPoint), c.zeroPoint)).toBe(0);
+    }
+  });
+
+  it('quantLinear on CUDA equals the CPU (f32 out to rounding); f16 / bf16 inputs give outputs of their dtype', () => {
+    const pc = packWeights(w, sw, zw), pg = packWeights(dev(w), dev(sw), dev(zw));
+    for (const act of ['dynamic', stat] as const) {
+      const ref = quantLinear(x, pc, act, { bias, colFactor: colF });
+      const got = quantLinear(dev(x), pg, act, { bias: dev(bias), colFactor: dev(colF) });
+      expect(got.device).toBe('cuda');
+      expect(got.dtype).toBe('f32');
+      expect(relErr(vals(host(got)), vals(ref))).toBeLessThan(1e-6);
+    }
+    for (const dt of ['f16', 'bf16'] as const) {
+      const xh = cast(x, dt);
+      const ref = quantLinear(xh, pc, 'dynamic', { bias });  // the CPU widens the same half values
+      const got = quantLinear(dev(xh), pg, 'dynamic', { bias: dev(bias) });
+      expect(got.dtype).toBe(dt);
+      expect(relErr(vals(host(got)), vals(ref))).toBeLessThan(dt === 'f16' ? 2e-3 : 1e-2);
+    }
+  });
+
+  it('quantConv2d on CUDA: 1x1 strided convs run as the GEMM (vs the CPU conv); k > 1 is QDM_UNSUPPORTED; a CPU packing is refused', () => {
+    const C = 24, O = 40, xs = f32(Array.from({ length: 2 * C * 9 * 7 }, () => (r() - 0.5) * 3), [2, C, 9, 7]);
+    const w1 = i8Codes([O, C, 1, 1], -127, 127, 93), s1 = vec(O, () => 0.01 + 0.01 * r()), b1 = vec(O, () => r() - 0.5);
+    const ref = quantConv2d(xs, packWeights(w1, s1), [1, 1], stat, { bias: b1, stride: 2 });
+    const got = quantConv2d(dev(xs), packWeights(dev(w1), dev(s1)), [1, 1], stat, { bias: dev(b1), stride: 2 });
+    expect(got.shape).toEqual(ref.shape);
+    expect(relErr(vals(host(got)), vals(ref))).toBeLessThan(1e-6);
+    const w3 = i8Codes([O, C, 3, 3], -127, 127, 94);
+    expect(() => packWeights(dev(w3), dev(s1))).toThrow(expect.objectContaining({ code: 'QDM_UNSUPPORTED' }));
+    expect(() => quantConv2d(dev(xs), packWeights(dev(w1), dev(s1)), [1, 1], stat, { padding: 1 })).toThrow(expect.objectContaining({ code: 'QDM_UNSUPPORTED' }));
+    expect(() => quantConv2d(dev(xs), packWeights(w3, s1), [3, 3], stat)).toThrow(expect.objectContaining({ code: 'QDM_DEVICE_MISMATCH' }));
+    expect(() => quantLinear(dev(x), packWeights(w, sw), 'dynamic')).toThrow(expect.objectContaining({ code: 'QDM_DEVICE_MISMATCH' }));
   });
 });
