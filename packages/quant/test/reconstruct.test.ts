@@ -3,11 +3,15 @@
 // nearest rounding on held-out inputs (comparisons that can fail) per layer and per block, on a
 // conv + linear model and on a tiny UNet2DModel; finalize() folds the rounding into weights that
 // the ordinary fake quant reproduces; quantize() wiring, progress and recipe validation.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ArgumentError, Generator, Module, Tensor, UNet2DModel, mean, nn, noGrad, optim, randn, silu, tensor, tidy, enableGrad, sum, square, sub } from '@qdm/core';
+import { ArgumentError, Generator, Module, Tensor, UNet2DModel, add, loadModel, loadSafetensors, mean, mul, nn, noGrad, optim, randn, silu, tensor, tidy, enableGrad, sum, square, sub } from '@qdm/core';
 import {
   ADAROUND_GAMMA, ADAROUND_ZETA, AdaRoundQuantizer, QuantLinear, WeightQuantizer, adaroundInit, annealedBeta, isQuantLayer, lpLoss,
-  quantize, quantizeCodes, quantizeModules, reconstruct, reconstructionUnits, rectifiedSigmoid, type QuantRecipe, type ReconstructionProgress,
+  loadQuantized, quantize, quantizeCodes, quantizeModules, saveQuantized, reconstruct, reconstructionUnits, rectifiedSigmoid, type QuantRecipe, type ReconstructionProgress,
 } from '@qdm/quant';
 import { vals } from './helpers.js';
 
@@ -267,5 +271,50 @@ describe('reconstruct() on a tiny UNet2DModel', () => {
     for (const u of summary.reconstruction!.units) console.log(`[reconstruct]   ${u.kind} ${u.unit}: loss nearest ${u.lossNearest.toExponential(3)} -> learned ${u.lossLearned.toExponential(3)} (flipped ${(100 * u.flipped).toFixed(1)} %)`);
     expect(summary.reconstruction!.skipped).toEqual([]);
     expect(eL).toBeLessThan(eN);
+  }, 300_000);
+});
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const fixtures = process.env.QDM_FIXTURES ?? path.resolve(repoRoot, '../shared/fixtures');
+const sdTiny = path.join(fixtures, 'unet', 'sd-tiny');
+const sdTinyPresent = fs.existsSync(path.join(sdTiny, 'config.json'));
+if (!sdTinyPresent) console.warn(`reconstruct.test: fixture ${sdTiny} is missing; the fixture U-Net test is skipped`);
+
+describe('reconstruct() on the sd-tiny fixture U-Net (cross-attention transformers, split shortcuts)', () => {
+  it.skipIf(!sdTinyPresent)('W4 BRECQ beats nearest on the fixture input; the result saves and loads as an ordinary quantized checkpoint', async () => {
+    const io = loadSafetensors(path.join(sdTiny, 'io.safetensors'));
+    const sample = io['input.sample']!, ehs = io['input.encoder_hidden_states']!;
+    const B = sample.shape[0]!;
+    const t = tensor(Array.from(io['input.timestep']!.data() as ArrayLike<number | bigint>, Number).slice(0, 1).flatMap((v) => Array(B).fill(v)), { dtype: 'i64' });
+    const cal = Array.from({ length: 3 }, (_, i) => [
+      add(sample, mul(randn(sample.shape, { seed: 300 + i }), 0.5)),
+      tensor(Array.from({ length: B }, (_, j) => (137 * i + 401 * j + 50) % 1000), { dtype: 'i64' }),
+      { encoderHiddenStates: add(ehs, mul(randn(ehs.shape, { seed: 400 + i }), 0.2)) },
+    ]);
+    const fp = await loadModel(sdTiny);
+    const ref = noGrad(() => fp.call(sample, t, { encoderHiddenStates: ehs }) as Tensor);
+    const recipe: QuantRecipe = { weights: { bits: 4, granularity: 'channel' }, splitShortcut: true };
+    const nearest = await loadModel(sdTiny);
+    await quantize(nearest, recipe, { calibration: cal });
+    const learned = await loadModel(sdTiny);
+    const full: QuantRecipe = { ...recipe, rounding: 'adaround', reconstruction: { iters: 30, lr: 1e-2 } };
+    const { summary } = await quantize(learned, full, { calibration: cal });
+    const out = noGrad(() => learned.call(sample, t, { encoderHiddenStates: ehs }) as Tensor);
+    const eN = mse(noGrad(() => nearest.call(sample, t, { encoderHiddenStates: ehs }) as Tensor), ref), eL = mse(out, ref);
+    const r = summary.reconstruction!;
+    console.log(`[reconstruct] sd-tiny W4 MSE on the fixture input: nearest ${eN.toExponential(3)}, adaround block ${eL.toExponential(3)} (${r.units.length} units: ${r.units.filter((u) => u.kind === 'block').length} blocks)`);
+    expect(r.skipped).toEqual([]);
+    expect(r.units.some((u) => /attentions\.\d+$/.test(u.unit) && u.kind === 'block')).toBe(true);
+    expect(summary.layers.some((l) => l.split)).toBe(true);
+    expect(eL).toBeLessThan(eN);
+    // an ordinary quantized checkpoint: reloaded into a fresh model, the outputs are the same
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qdm-adaround-'));
+    try {
+      const file = path.join(tmp, 'sd-tiny-w4-adaround.safetensors');
+      saveQuantized(learned, file, { recipe: full });
+      const { model } = loadQuantized(file, { model: await loadModel(sdTiny) });
+      const again = vals(noGrad(() => model.call(sample, t, { encoderHiddenStates: ehs }) as Tensor)), o = vals(out);
+      for (let i = 0; i < o.length; i++) expect(again[i]).toBeCloseTo(o[i]!, 5);
+    } finally { fs.rmSync(tmp, { recursive: true, force: true }); }
   }, 300_000);
 });
