@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { ArgumentError, Generator, Module, Tensor, UNet2DModel, add, loadModel, loadSafetensors, mean, mul, nn, noGrad, optim, randn, silu, tensor, tidy, enableGrad, sum, square, sub } from '@qdm/core';
 import {
   ADAROUND_GAMMA, ADAROUND_ZETA, AdaRoundQuantizer, QuantLinear, WeightQuantizer, adaroundInit, annealedBeta, isQuantLayer, lpLoss,
-  loadQuantized, quantize, quantizeCodes, quantizeModules, saveQuantized, reconstruct, reconstructionUnits, rectifiedSigmoid, type QuantRecipe, type ReconstructionProgress,
+  loadQuantized, toIntegerExecution, quantize, quantizeCodes, quantizeModules, saveQuantized, reconstruct, reconstructionUnits, rectifiedSigmoid, type QuantRecipe, type ReconstructionProgress,
 } from '@qdm/quant';
 import { vals } from './helpers.js';
 
@@ -213,6 +213,18 @@ describe('reconstruct() on a conv + linear model', () => {
     expect(progress.some((p) => p.phase === 'weights' && p.unit === 'blocks.0')).toBe(true);
     expect(progress.some((p) => p.phase === 'activations' && p.iter === 99)).toBe(true);
   }, 300_000);
+
+  it('the learned model runs on integer execution like its fake quant (W4A8, symmetric weights)', async () => {
+    const model = new Net();
+    await quantize(model, { weights: { bits: 4, granularity: 'channel', symmetric: true }, activations: { bits: 8, granularity: 'tensor' }, calibrator: 'minmax', rounding: 'adaround', reconstruction: { iters: 40, lr: 1e-2, blocks: /^blocks\.\d+$/ } }, { calibration: calib });
+    const fake = vals(noGrad(() => model.call(heldOut)));
+    const report = toIntegerExecution(model);
+    expect(report.integer.length).toBe(7);
+    const int = vals(noGrad(() => model.call(heldOut)));
+    let num = 0, den = 0;
+    for (let i = 0; i < fake.length; i++) { num += (int[i]! - fake[i]!) ** 2; den += fake[i]! ** 2; }
+    expect(Math.sqrt(num / den)).toBeLessThan(1e-4);
+  }, 120_000);
 
   it('takes a calibration function (model inputs captured once, then replayed)', async () => {
     const model = new Net();
