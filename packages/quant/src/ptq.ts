@@ -108,7 +108,8 @@ function checkRecipe(recipe: QuantRecipe): void {
   if (recipe.rounding !== undefined && recipe.rounding !== 'nearest' && recipe.rounding !== 'adaround') throw new ArgumentError(`recipe.rounding: expected 'nearest' or 'adaround', got ${String(recipe.rounding)}`);
   if (recipe.reconstruction !== undefined) {
     if (recipe.rounding !== 'adaround') throw new ArgumentError("recipe.reconstruction: applies with rounding: 'adaround' only");
-    checkReconstructionOptions(recipe.reconstruction, 'recipe.reconstruction');
+    const r = checkReconstructionOptions(recipe.reconstruction, 'recipe.reconstruction');
+    if (r.learnActivations && !recipe.activations && !recipe.overrides?.some((o) => o.activations)) throw new ArgumentError('recipe.reconstruction.learnActivations: the recipe quantizes no activations');
   }
   if (recipe.rounding === 'adaround' && recipe.weights.granularity !== 'tensor' && recipe.weights.granularity !== 'channel') throw new ArgumentError(`recipe.rounding: 'adaround' rounds per tensor or per channel weights, got granularity '${recipe.weights.granularity}'`);
   resolveSpec(recipe.weights, 'recipe.weights');

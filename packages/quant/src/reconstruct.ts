@@ -503,6 +503,7 @@ export async function reconstruct(model: Module, calibration: CalibrationInput, 
   const all = [...model.namedModules()].filter((e): e is [string, QuantLayer] => isQuantLayer(e[1])).map(([, l]) => l);
   if (!all.length) throw new ArgumentError('reconstruct: the model has no quantized layer (run quantizeModules or quantize first)');
   for (const l of all) if (l.integerForward) throw new ArgumentError('reconstruct: a layer runs on integer execution; reconstruct the fake-quant model before toIntegerExecution');
+  if (o.learnActivations && (run.calibrateActivations === false || !all.some((l) => l.actQuantizers().length > 0))) throw new ArgumentError('reconstruct: learnActivations needs activation quantizers that are calibrated here (a recipe with activations, calibrateActivations not off)');
   const saved: Switches = all.map((l) => [l, l.quantWeights, l.quantActivations]);
   const skipped: Array<{ name: string; reason: string }> = [];
   const rounds = new Map<ReconstructionUnit, AdaRoundQuantizer[]>();

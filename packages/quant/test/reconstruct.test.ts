@@ -244,6 +244,7 @@ describe('reconstruct() on a conv + linear model', () => {
     await bad({ learnActivations: 'yes' }, /recipe\.reconstruction\.learnActivations/);
     await bad({ blocks: 'blocks' }, /recipe\.reconstruction\.blocks/);
     await bad({ bogus: 1 }, /recipe\.reconstruction\.bogus/);
+    await bad({ learnActivations: true }, /recipe\.reconstruction\.learnActivations: the recipe quantizes no activations/);
     await expect(quantize(new Net(), { ...W4, rounding: 'sometimes' as 'nearest' }, { calibration: calib })).rejects.toThrow(/recipe\.rounding/);
     await expect(quantize(new Net(), { ...W4, reconstruction: { iters: 5 } }, { calibration: calib })).rejects.toThrow(/recipe\.reconstruction/);
     await expect(quantize(new Net(), { weights: { bits: 4, granularity: 'group', groupSize: 4 }, rounding: 'adaround' }, { calibration: calib })).rejects.toThrow(/recipe\.rounding/);
