@@ -22,6 +22,7 @@ const CALIB_SEED = 1234, EVAL_SEED = 99;
 const RECIPES = [
   { name: 'W8A8', weights: 8, acts: 8 },
   { name: 'W8A8 temporal', weights: 8, acts: 8, temporal: true },
+  { name: 'W8A8 temporal + attn', weights: 8, acts: 8, temporal: true, attention: true },
   { name: 'W4A8', weights: 4, acts: 8 },
   { name: 'W4A4', weights: 4, acts: 4 },
 ];
@@ -70,6 +71,10 @@ for (const s of scenarios()) {
     await quantize(model, {
       weights: { bits: r.weights, granularity: 'channel' },
       activations: { bits: r.acts, granularity: 'tensor', ...(r.temporal ? { timestepGroups: steps } : {}) },
+      ...(r.attention ? {
+        attention: { bits: r.acts, granularity: 'tensor', timestepGroups: steps },
+        attentionProbs: { bits: r.acts, granularity: 'tensor', signed: false, timestepGroups: steps },
+      } : {}),
       calibrator,
     }, { calibration: (m) => core.sample(sampleArgs(s, m, scheduler, CALIB_SEED)) });
     const calibSeconds = (Date.now() - t0) / 1000;

@@ -6,6 +6,7 @@
 // the model inside withContext({ stepIndex }) — sample() does, and array entries can carry one.
 import { ArgumentError, Module, Tensor, noGrad, withContext, type ForwardContext } from '@qdm/core';
 import { isQuantLayer, type QuantLayer } from './layers.js';
+import { attentionQuantizers } from './attention.js';
 
 /** One calibration call: the model's argument list, optionally with a forward context (e.g. { stepIndex, timestep }). */
 export type CalibrationBatch = unknown[] | { args: unknown[]; context?: ForwardContext };
@@ -29,6 +30,8 @@ export async function calibrateActivations(model: Module, calibration: Calibrati
   for (const [name, m] of model.namedModules()) if (isQuantLayer(m) && m.actQuantizers().length > 0) layers.push([name, m]);
   const removers: Array<() => void> = [];
   const saved = layers.map(([, l]) => l.quantActivations);
+  const attention = attentionQuantizers(model);
+  for (const [, a] of attention) a.observing = true;
   for (const [, l] of layers) {
     l.quantActivations = false;
     removers.push(l.registerForwardPreHook((_m, args) => { l.observeInput(args[0] as Tensor); }));
@@ -49,10 +52,16 @@ export async function calibrateActivations(model: Module, calibration: Calibrati
   } finally {
     for (const r of removers) r();
     layers.forEach(([, l], i) => { l.quantActivations = saved[i]!; });
+    for (const [, a] of attention) a.observing = false;
   }
   const calibrated: string[] = [], uncalibrated: string[] = [];
   for (const [name, l] of layers) {
     const qs = l.actQuantizers();
+    if (qs.every((q) => q.hasObservations)) { for (const q of qs) { q.finishCalibration(); q.enabled = true; } calibrated.push(name); }
+    else { for (const q of qs) { q.enabled = false; q.discardObservations(); } uncalibrated.push(name); }
+  }
+  for (const [name, a] of attention) {
+    const qs = a.quantizers();
     if (qs.every((q) => q.hasObservations)) { for (const q of qs) { q.finishCalibration(); q.enabled = true; } calibrated.push(name); }
     else { for (const q of qs) { q.enabled = false; q.discardObservations(); } uncalibrated.push(name); }
   }

@@ -27,10 +27,11 @@ import type { QuantRecipe } from './ptq.js';
 import { SeparableScales, type ActivationQuantizer, type AnyWeightQuantizer } from './quantizer.js';
 import type { QuantSpec, ResolvedQuantSpec } from './spec.js';
 import { toIntegerExecution, type IntegerExecutionOptions, type IntegerExecutionReport } from './integer.js';
+import { attentionQuantizers, quantizeAttention } from './attention.js';
 
 export const QUANTIZED_FORMAT = 'qdm-quantized';
 export const QUANTIZED_FORMAT_VERSION = '1';
-const KEY = { format: 'qdm.quant.format', version: 'qdm.quant.version', recipe: 'qdm.quant.recipe', layers: 'qdm.quant.layers', config: 'qdm.quant.config' } as const;
+const KEY = { format: 'qdm.quant.format', version: 'qdm.quant.version', recipe: 'qdm.quant.recipe', layers: 'qdm.quant.layers', config: 'qdm.quant.config', attention: 'qdm.quant.attention' } as const;
 
 export interface CodesRecord { key: string; dtype: CodeDType; shift: number }
 
@@ -149,6 +150,10 @@ export function saveQuantized(model: Module, path: string, opts: SaveQuantizedOp
         [KEY.layers]: JSON.stringify(layers),
       };
       if (opts.baseConfig) meta[KEY.config] = JSON.stringify(opts.baseConfig);
+      // Attention operand quantizers (their tables are ordinary state-dict entries): the spec is in
+      // the recipe; record which ones are enabled (calibrated).
+      const att = attentionQuantizers(model);
+      if (att.length) meta[KEY.attention] = JSON.stringify(Object.fromEntries(att.map(([n, a]) => [n, a.quantizers().map((q) => q.enabled)])));
       saveSafetensors(path, sd, meta);
     } finally {
       for (const t of owned) if (!t.isDisposed) t.dispose();
@@ -182,6 +187,7 @@ export function loadQuantized<M extends Module>(path: string, opts: LoadQuantize
   const recipe = parseJson<QuantRecipe>(path, meta, KEY.recipe);
   const layers = parseJson<Record<string, QuantLayerRecord>>(path, meta, KEY.layers);
   const config = meta[KEY.config] === undefined ? null : parseJson<Record<string, unknown>>(path, meta, KEY.config);
+  const attentionRecord = meta[KEY.attention] === undefined ? null : parseJson<Record<string, boolean[]>>(path, meta, KEY.attention);
   const mismatch = (key: string, problem: string, kind: 'missing' | 'unexpected' | 'mismatched' = 'mismatched') =>
     new StateDictError(`loadQuantized(${path}): '${key}': ${problem}`, { missing: kind === 'missing' ? [key] : [], unexpected: kind === 'unexpected' ? [key] : [], mismatched: kind === 'mismatched' ? [key] : [] });
 
@@ -254,6 +260,7 @@ export function loadQuantized<M extends Module>(path: string, opts: LoadQuantize
       }
     });
     model.replaceModules((n) => built.has(n), (n) => built.get(n)!);
+    if (attentionRecord && recipe.attention) quantizeAttention(model, recipe.attention, { probs: recipe.attentionProbs ?? null });
     try {
       model.loadStateDict(sd, { strict: true });
     } catch (e) {
@@ -270,6 +277,10 @@ export function loadQuantized<M extends Module>(path: string, opts: LoadQuantize
     layer.quantActivations = rec.quantActivations;
     const acts = layer instanceof QuantConv2d && layer.split ? [layer.act_quantizer, layer.act_quantizer_0] : [layer.act_quantizer];
     acts.filter((a): a is ActivationQuantizer => a !== null).forEach((a, i) => { a.enabled = rec.actEnabled[i] ?? true; });
+  }
+  for (const [name, a] of attentionQuantizers(model)) {
+    const flags = attentionRecord?.[name] ?? [];
+    a.quantizers().forEach((q, i) => { q.enabled = flags[i] ?? true; });
   }
   const result: LoadQuantizedResult<M> = { model, recipe, config, layers };
   if (opts.integer) result.integer = toIntegerExecution(model, opts.integer === true ? {} : opts.integer);

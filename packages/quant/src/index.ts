@@ -13,3 +13,4 @@ export * from './integer.js';
 export * from './checkpoint.js';
 export * from './adaround.js';
 export * from './reconstruct.js';
+export * from './attention.js';

@@ -9,6 +9,7 @@
 // override whose pattern matches the layer name (explicit overrides win).
 import { ArgumentError, Module, nn } from '@qdm/core';
 import { checkReconstructionOptions, reconstruct, type ReconstructionOptions, type ReconstructionProgress, type ReconstructionReport } from './reconstruct.js';
+import { quantizeAttention } from './attention.js';
 import { calibrateActivations, type CalibrationInput } from './calibrate.js';
 import { toQuantLayer, type QuantLayer } from './layers.js';
 import { CALIBRATORS, type Calibrator, type WeightInit } from './quantizer.js';
@@ -55,6 +56,13 @@ export interface QuantRecipe {
    * lambda 0.01, warmup 0.2, betaStart 20, betaEnd 2, learnActivations false (5000 iters, lr 4e-4, p 2.4).
    */
   reconstruction?: ReconstructionOptions;
+  /**
+   * Quantize the operands of the attention products (Q, K, V per tensor; Q-Diffusion's
+   * QuantQKMatMul / QuantSMVMatMul) with this activation spec; null / undefined: floating point.
+   */
+  attention?: QuantSpec | null;
+  /** The softmax output's spec (with `attention`); null / undefined keeps it in floating point (Q-Diffusion's SD default). */
+  attentionProbs?: QuantSpec | null;
 }
 
 export interface QuantizeOptions {
@@ -77,7 +85,7 @@ export interface QuantizeSummary {
   reconstruction?: ReconstructionReport;
 }
 
-const RECIPE_KEYS = new Set(['weights', 'activations', 'firstLastBits', 'skip', 'overrides', 'calibrator', 'percentile', 'weightInit', 'splitShortcut', 'rounding', 'reconstruction']);
+const RECIPE_KEYS = new Set(['weights', 'activations', 'firstLastBits', 'skip', 'overrides', 'calibrator', 'percentile', 'weightInit', 'splitShortcut', 'rounding', 'reconstruction', 'attention', 'attentionProbs']);
 
 /**
  * C1 of each up-path ResNet shortcut conv of a diffusers-layout U-Net: the resnet's input is
@@ -117,6 +125,12 @@ function checkRecipe(recipe: QuantRecipe): void {
     const a = resolveSpec(recipe.activations, 'recipe.activations');
     if (a.granularity !== 'tensor') throw new ArgumentError(`recipe.activations.granularity: activations are quantized per tensor, got '${a.granularity}'`);
   }
+  for (const key of ['attention', 'attentionProbs'] as const) {
+    const sp = recipe[key];
+    if (sp === undefined || sp === null) continue;
+    if (resolveSpec(sp, `recipe.${key}`).granularity !== 'tensor') throw new ArgumentError(`recipe.${key}.granularity: attention operands are quantized per tensor, got '${sp.granularity}'`);
+  }
+  if (recipe.attentionProbs && !recipe.attention) throw new ArgumentError('recipe.attentionProbs applies with recipe.attention');
   const fl = recipe.firstLastBits;
   if (fl !== undefined && fl !== null && (!Number.isInteger(fl) || fl < 2 || fl > 8)) throw new ArgumentError(`recipe.firstLastBits: expected an integer in 2..8 or null, got ${String(fl)}`);
   if (recipe.skip !== undefined && (!Array.isArray(recipe.skip) || !recipe.skip.every((r) => r instanceof RegExp))) throw new ArgumentError('recipe.skip: expected an array of RegExp');
@@ -192,11 +206,12 @@ export function quantizeModules(model: Module, recipe: QuantRecipe): Omit<Quanti
  */
 export async function quantize<M extends Module>(model: M, recipe: QuantRecipe, opts: QuantizeOptions = {}): Promise<{ model: M; summary: QuantizeSummary }> {
   checkRecipe(recipe);
-  const needsCalibration = !!recipe.activations || !!recipe.overrides?.some((o) => o.activations);
+  const needsCalibration = !!recipe.activations || !!recipe.overrides?.some((o) => o.activations) || !!recipe.attention;
   if (needsCalibration && opts.calibration === undefined) throw new ArgumentError('quantize: options.calibration is required when the recipe quantizes activations');
   if (opts.calibration !== undefined && !Array.isArray(opts.calibration) && typeof opts.calibration !== 'function') throw new ArgumentError('quantize: options.calibration must be an array of argument lists or a function running the model');
   if (recipe.rounding === 'adaround' && opts.calibration === undefined) throw new ArgumentError("quantize: rounding 'adaround' needs options.calibration (the inputs the rounding is learned on)");
   const plan = quantizeModules(model, recipe);
+  if (recipe.attention) quantizeAttention(model, recipe.attention, { probs: recipe.attentionProbs ?? null, activationOptions: { calibrator: recipe.calibrator, percentile: recipe.percentile } });
   if (recipe.rounding === 'adaround') {
     // Weights first, then the activation ranges on the weight-quantized model (Q-Diffusion's
     // order), then optionally the activation step sizes: reconstruct() runs all three.

@@ -11,7 +11,8 @@ import { tidy } from '../memory.js';
 import { add, affine, mul, gelu } from '../ops/elementwise.js';
 import { permute, reshape, transpose } from '../ops/shape.js';
 import { chunk } from '../ops/indexing.js';
-import { scaledDotProductAttention } from '../ops/nn.js';
+import { scaledDotProductAttention, softmax } from '../ops/nn.js';
+import { matmul } from '../ops/matmul.js';
 import { Module } from '../nn/module.js';
 import { Conv2d, Dropout, GroupNorm, LayerNorm, Linear, ModuleList } from '../nn/layers.js';
 
@@ -33,6 +34,19 @@ export interface AttentionModuleOptions {
   upcastSoftmax?: boolean;
 }
 
+/**
+ * Transforms applied to the operands of the two attention products: Q, K and V (as [B, L, inner]
+ * tokens) and, when `probs` is set, the softmax output. @qdm/quant installs its quantizers here
+ * (Q-Diffusion's quantized QK^T and softmax-V matmuls); a `probs` transform makes the attention
+ * run as explicit products instead of the fused kernel, since the probabilities must exist.
+ */
+export interface AttentionOperandHook {
+  query(q: Tensor): Tensor;
+  key(k: Tensor): Tensor;
+  value(v: Tensor): Tensor;
+  probs?: ((p: Tensor) => Tensor) | null;
+}
+
 export class Attention extends Module {
   readonly queryDim: number;
   readonly heads: number;
@@ -45,6 +59,8 @@ export class Attention extends Module {
   to_k: Linear;
   to_v: Linear;
   to_out: ModuleList;
+  /** See AttentionOperandHook; null (default) runs the products on the raw operands. */
+  operandHook: AttentionOperandHook | null = null;
 
   constructor(queryDim: number, opts: AttentionModuleOptions = {}) {
     super();
@@ -85,10 +101,15 @@ export class Attention extends Module {
     if (this.group_norm) x = transpose(this.group_norm.call(transpose(x, 1, 2)), 1, 2);
     const kvIn = encoderHiddenStates ?? x;
     if (kvIn.ndim !== 3 || kvIn.shape[0] !== B) throw new ShapeError(`Attention: encoder hidden states ${shapeStr(kvIn.shape)} do not match batch ${B}`);
-    const q = this.to_q.call(x), k = this.to_k.call(kvIn), v = this.to_v.call(kvIn);
+    let q = this.to_q.call(x), k = this.to_k.call(kvIn), v = this.to_v.call(kvIn);
+    const hook = this.operandHook;
+    if (hook) { q = hook.query(q); k = hook.key(k); v = hook.value(v); }
     const split = (t: Tensor) => transpose(reshape(t, [B, t.shape[1]!, this.heads, this.dimHead]), 1, 2);
     const attend = (): Tensor => {
-      const a = scaledDotProductAttention(split(q), split(k), split(v), { scale: 1 / Math.sqrt(this.dimHead) });
+      const scale = 1 / Math.sqrt(this.dimHead);
+      const a = hook?.probs
+        ? matmul(hook.probs(softmax(mul(matmul(split(q), transpose(split(k), -2, -1)), scale), -1)), split(v))
+        : scaledDotProductAttention(split(q), split(k), split(v), { scale });
       return reshape(transpose(a, 1, 2), [B, a.shape[2]!, this.heads * this.dimHead]);
     };
     // Without autograd the score matrices are dead once the heads are merged: free them here
