@@ -6,7 +6,11 @@
 //   replayed as a CUDA graph;
 // - the DDPM CIFAR-10 U-Net at batch 64, fp16, eager and graph-replayed.
 // Target (issue): our graph-replayed forward no slower than PyTorch's graph-replayed forward.
-//   node benchmarks/gpu-unet.mjs [--quick] [--json out.json] [--no-peer] [--peer-json peer.json]
+// Each model also runs W8A8 on the integer kernels (@qdm/quant: per-channel symmetric 8-bit
+// weights, per-tensor 8-bit activations calibrated (min-max) on the CPU with one forward of the
+// same inputs, then toIntegerExecution on the GPU: int8 GEMM for linears, im2row of codes + int8
+// GEMM for convs), timed beside our fp16 forward with the weight bytes of both (quant 'W8A8 int').
+//   node benchmarks/gpu-unet.mjs [--quick] [--json out.json] [--no-peer] [--peer-json peer.json] [--no-quant]
 // The timestep is a device tensor, so the graph takes it as an input (models/embeddings.ts).
 // Exits 0 with a skip line when there is no CUDA device.
 import { spawnSync } from 'node:child_process';
@@ -41,17 +45,42 @@ function timeMs(fn) {
   return median(ts);
 }
 
-function ours(c) {
+/** The model's inputs on `device` in `dtype` (the same seeds for both precisions). */
+function inputsOf(c, device, dtype) {
+  const shape = L.sampleShapeOf(c.config);
+  const x = core.cast(core.randn([c.batch, ...shape], { seed: 1 }), dtype).to(device);
+  const t = core.tensor(Array.from({ length: c.batch }, () => 500), { dtype: 'i64' }).to(device);
+  const cond = {};
+  if (c.config.cross_attention_dim) cond.encoderHiddenStates = core.cast(core.randn([c.batch, L.TEXT_TOKENS, c.config.cross_attention_dim], { seed: 2 }), dtype).to(device);
+  return { x, t, cond };
+}
+
+/** W8A8 PTQ on the CPU (f32, one calibration forward), then fp16 on the GPU with integer execution. */
+async function quantizedUNet(c) {
+  const { quantize, toIntegerExecution } = await L.importWorkspace('@qdm/quant');
   const unet = core.modelFromConfig(c.config);
   unet.eval();
+  const cal = inputsOf(c, 'cpu', 'f32');
+  await quantize(unet, { weights: { bits: 8, granularity: 'channel', symmetric: true }, activations: { bits: 8, granularity: 'tensor' }, calibrator: 'minmax' },
+    { calibration: [[cal.x, cal.t, cal.cond]] });
+  cal.x.dispose(); cal.t.dispose(); L.disposeCond(cal.cond);
   unet.to({ device: 'cuda', dtype: 'f16' });
-  const shape = L.sampleShapeOf(c.config);
-  const x = core.cast(core.randn([c.batch, ...shape], { seed: 1 }), 'f16').to('cuda');
-  const t = core.tensor(Array.from({ length: c.batch }, () => 500), { dtype: 'i64' }).to('cuda');
-  const cond = {};
-  if (c.config.cross_attention_dim) cond.encoderHiddenStates = core.cast(core.randn([c.batch, L.TEXT_TOKENS, c.config.cross_attention_dim], { seed: 2 }), 'f16').to('cuda');
+  const report = toIntegerExecution(unet);
+  return { unet, report };
+}
+
+async function ours(c, quant) {
+  let unet, report = null;
+  if (quant) ({ unet, report } = await quantizedUNet(c));
+  else { unet = core.modelFromConfig(c.config); unet.eval(); unet.to({ device: 'cuda', dtype: 'f16' }); }
+  const { x, t, cond } = inputsOf(c, 'cuda', 'f16');
   const fwd = () => core.noGrad(() => core.tidy(() => { unet.call(x, t, cond); }));
-  const row = { name: c.name, batch: c.batch, params: L.paramCount(unet) };
+  const row = { name: c.name, quant: quant ? 'W8A8 int' : 'fp16', batch: c.batch, params: L.paramCount(unet) };
+  if (report) {
+    row.integerLayers = `${report.integer.length}/${report.integer.length + report.fakeQuant.length}`;
+    row.weightMB = { fp16: report.weightBytes.float / 2 ** 20, packed: report.weightBytes.packed / 2 ** 20 };
+  }
+  core.resetPeakMemory('cuda');
   try {
     row.eagerMs = timeMs(fwd);
     const g = core.captureGraph(() => unet.call(x, t, cond));
@@ -78,16 +107,31 @@ function peer() {
 
 const info = core.cudaDeviceInfo();
 console.log(`device: ${info.name} (sm_${info.capability}, ${info.smCount} SMs)`);
-const rows = CASES.map(ours);
+const rows = [];
+for (const c of CASES) {
+  rows.push(await ours(c, false));
+  if (!args.has('--no-quant')) {
+    try { rows.push(await ours(c, true)); } catch (e) { rows.push({ name: c.name, quant: 'W8A8 int', batch: c.batch, reason: `${e?.code ?? 'error'}: ${String(e?.message ?? e).slice(0, 200)}` }); }
+  }
+}
 const p = peer();
 if (p) console.log(`peer: PyTorch ${p.torch} on ${p.device}`);
 const f = (v) => (v === undefined ? 'n/a' : v.toFixed(2));
 console.log('| model | batch | params (ours / torch) | ours eager ms | ours graph ms | torch eager ms | torch graph ms | graph: torch / ours |');
 console.log('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |');
-for (const r of rows) {
+for (const r of rows.filter((x) => x.quant === 'fp16')) {
   const pr = p?.results.find((x) => x.name === r.name);
   r.peer = pr ?? null;
   const ratio = r.graphMs && pr?.graph_ms ? (pr.graph_ms / r.graphMs).toFixed(2) : 'n/a';
   console.log(`| ${r.name} | ${r.batch} | ${L.fmtParams(r.params)} / ${pr ? L.fmtParams(pr.params) : 'n/a'} | ${f(r.eagerMs)} | ${f(r.graphMs)} | ${f(pr?.eager_ms)} | ${f(pr?.graph_ms)} | ${ratio} |${r.reason ? ` ${r.reason}` : ''}`);
+}
+console.log('');
+console.log('| model | batch | integer layers | fp16 eager ms | W8A8 int eager ms | fp16 graph ms | W8A8 int graph ms | graph: fp16 / W8A8 | weight MiB fp16 / packed |');
+console.log('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |');
+for (const q of rows.filter((x) => x.quant === 'W8A8 int')) {
+  const fp = rows.find((x) => x.quant === 'fp16' && x.name === q.name);
+  const ratio = q.graphMs && fp?.graphMs ? (fp.graphMs / q.graphMs).toFixed(2) : 'n/a';
+  const mem = q.weightMB ? `${q.weightMB.fp16.toFixed(0)} / ${q.weightMB.packed.toFixed(0)}` : 'n/a';
+  console.log(`| ${q.name} | ${q.batch} | ${q.integerLayers ?? 'n/a'} | ${f(fp?.eagerMs)} | ${f(q.eagerMs)} | ${f(fp?.graphMs)} | ${f(q.graphMs)} | ${ratio} | ${mem} |${q.reason ? ` ${q.reason}` : ''}`);
 }
 if (args.json) writeFileSync(args.json, JSON.stringify({ device: info, peer: p ? { torch: p.torch, device: p.device } : null, rows }, null, 2));

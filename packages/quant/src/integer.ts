@@ -24,7 +24,12 @@
 // (requiresGrad = false) so that plain inference takes the integer path even in grad mode;
 // fromIntegerExecution restores the flags. Codes are computed at conversion time: convert after
 // the last change to the weights or scales (or convert again).
-import { ArgumentError, Tensor, add, byteSize, cast, castRaw, contiguous, expand, full, unsqueeze, isGradEnabled, noGrad, reciprocal, reshape, select, slice, tensor } from '@qdm/core';
+//
+// Devices: a layer runs in integers on the device of its weights (CPU or CUDA). The codes are
+// computed on the host and packed on that device; on CUDA the activation step sizes are read once
+// at conversion (host copies: no device-to-host read per call, so a forward can be graph-captured),
+// inputs keep their f32/f16/bf16 dtype, and convolutions take the im2row path of qgemm.ts.
+import { ArgumentError, Tensor, add, byteSize, cast, castRaw, contiguous, expand, full, moveRaw, unsqueeze, isGradEnabled, noGrad, reciprocal, reshape, select, slice, tensor, type Device } from '@qdm/core';
 import type { Module } from '@qdm/core';
 import { quantizeCodes, type FakeQuantParams } from './kernels.js';
 import { QuantConv2d, QuantLinear, type QuantLayer } from './layers.js';
@@ -60,9 +65,11 @@ interface Part {
   act: ActivationQuantizer | null;
   /** Input channel range of this part (split convs). */
   channels: [number, number] | null;
+  /** Host copy of the activation table (delta, zero point per step entry): off the CPU, or a half-precision table. */
+  actTable: { delta: Float32Array; zero: Float32Array } | null;
 }
 
-interface LayerState { parts: Part[]; frozen: Array<[Tensor, boolean]> }
+interface LayerState { parts: Part[]; frozen: Array<[Tensor, boolean]>; device: Device }
 
 const states = new WeakMap<QuantLayer, LayerState>();
 
@@ -86,7 +93,10 @@ const f32Values = (t: Tensor): Float32Array => t.data() as Float32Array;
  */
 function buildOperand(weight: Tensor, p: FakeQuantParams, colFactor: Tensor | null): Operand | string {
   const O = weight.shape[0]!, K = weight.numel / O;
-  const codes = quantizeCodes(weight, p, p.qmin < 0 ? 'i8' : 'u8');
+  const device = weight.device;
+  const onDevice = quantizeCodes(weight, p, p.qmin < 0 ? 'i8' : 'u8');
+  const codes = device === 'cpu' ? onDevice : moveRaw(onDevice, 'cpu');
+  if (codes !== onDevice) onDevice.dispose();
   const q = codes.cpuData() as Int8Array | Uint8Array;
   const zs = f32Values(p.zeroPoint);
   const perRow = zs.length === O;
@@ -119,8 +129,9 @@ function buildOperand(weight: Tensor, p: FakeQuantParams, colFactor: Tensor | nu
   codes.dispose();
   let opCodes = tensor(values, { dtype: 'i8', shape: weight.shape });
   if (pick.bits === 4) { const c4 = castRaw(opCodes, 'i4'); opCodes.dispose(); opCodes = c4; }
-  const rowScale = p.granularity === 'tensor' ? full([O], f32Values(p.scale)[0]!) : contiguous(cast(p.scale, 'f32')).clone();
-  const zero = pick.withZero ? tensor(z.map((v) => v - pick!.shift), { shape: [O] }) : undefined;
+  const rowScale = p.granularity === 'tensor' ? full([O], f32Values(p.scale)[0]!, { device }) : contiguous(cast(p.scale, 'f32')).clone();
+  const zero = pick.withZero ? tensor(z.map((v) => v - pick!.shift), { shape: [O], device }) : undefined;
+  if (device !== 'cpu') { const d = moveRaw(opCodes, device); opCodes.dispose(); opCodes = d; }
   const packed = packWeights(opCodes, rowScale, zero);
   opCodes.dispose(); rowScale.dispose(); zero?.dispose();
   return { packed, colFactor };
@@ -150,10 +161,10 @@ function operandsOf(weight: Tensor, wq: AnyWeightQuantizer, conv: boolean): Oper
 }
 
 /** The static activation quantization of the current step entry; unsigned ranges shifted by -128 (exact: q - z unchanged). */
-function actQuantOf(aq: ActivationQuantizer): ActQuant {
+function actQuantOf(aq: ActivationQuantizer, table: Part['actTable']): ActQuant {
   const k = aq.stepEntry();
-  const scale = (aq.delta.cpuData() as Float32Array)[aq.delta.offset + k]!;
-  const zero = (aq.zero_point.cpuData() as Float32Array)[aq.zero_point.offset + k]!;
+  const scale = table ? table.delta[k]! : (aq.delta.cpuData() as Float32Array)[aq.delta.offset + k]!;
+  const zero = table ? table.zero[k]! : (aq.zero_point.cpuData() as Float32Array)[aq.zero_point.offset + k]!;
   const shift = aq.spec.qmax > 127 ? 128 : 0;
   return { scale, zeroPoint: zero - shift, qmin: aq.spec.qmin - shift, qmax: aq.spec.qmax - shift };
 }
@@ -174,31 +185,33 @@ function activeAct(layer: QuantLayer, aq: ActivationQuantizer | null): Activatio
 /** The integer forward of a layer (null: fall back to fake quant). */
 function integerForward(layer: QuantLayer, state: LayerState, staticAct: boolean): (x: Tensor) => Tensor | null {
   return (x: Tensor) => {
-    if (!layer.quantWeights || x.device !== 'cpu') return null;
+    if (!layer.quantWeights || x.device !== state.device) return null;
     // Inference only: anything that needs a gradient takes the fake-quant path.
     if (isGradEnabled() && (x.requiresGrad || layerParams(layer).length > 0)) return null;
     // The activation mode chosen at conversion must still hold.
     if (state.parts.some((p) => (activeAct(layer, p.act) !== null) !== staticAct)) return null;
     return noGrad(() => {
-      const x32 = x.dtype === 'f32' ? x : cast(x, 'f32');
-      const bias = layer.bias ? (layer.bias.dtype === 'f32' ? layer.bias : cast(layer.bias, 'f32')) : undefined;
+      // The CPU kernels take and give f32; the CUDA ones take the input's dtype and give it back.
+      const cpu = x.device === 'cpu';
+      const x32 = x.dtype === 'f32' || !cpu ? x : cast(x, 'f32');
+      const bias = layer.bias ? (layer.bias.dtype === 'f32' || !cpu ? layer.bias : cast(layer.bias, 'f32')) : undefined;
       let y: Tensor;
       if (layer instanceof QuantLinear) {
         const part = state.parts[0]!, op = operandFor(part);
-        y = quantLinear(x32, op.packed, part.act && staticAct ? actQuantOf(part.act) : 'dynamic', { bias, ...(op.colFactor ? { colFactor: op.colFactor } : {}) });
+        y = quantLinear(x32, op.packed, part.act && staticAct ? actQuantOf(part.act, part.actTable) : 'dynamic', { bias, ...(op.colFactor ? { colFactor: op.colFactor } : {}) });
       } else {
         const conv = layer as QuantConv2d;
         const outs = state.parts.map((part, i) => {
           const op = operandFor(part);
           const xi = part.channels ? contiguous(slice(x32, 1, part.channels[0], part.channels[1])) : x32;
-          return quantConv2d(xi, op.packed, conv.kernelSize, actQuantOf(part.act!), {
+          return quantConv2d(xi, op.packed, conv.kernelSize, actQuantOf(part.act!, part.actTable), {
             ...(i === 0 && bias ? { bias } : {}), ...(op.colFactor ? { colFactor: op.colFactor } : {}),
             stride: conv.stride, padding: conv.padding, dilation: conv.dilation,
           });
         });
         y = outs.length === 1 ? outs[0]! : add(outs[0]!, outs[1]!);
       }
-      return x.dtype === 'f32' ? y : cast(y, x.dtype);
+      return y.dtype === x.dtype ? y : cast(y, x.dtype);
     });
   };
 }
@@ -217,7 +230,8 @@ export function toIntegerExecution(model: Module, opts: IntegerExecutionOptions 
     const keep = (reason: string) => { report.fakeQuant.push({ name, reason }); };
     if (opts.skip?.some((r) => r.test(name))) { keep('skipped by opts.skip'); continue; }
     if (!m.quantWeights) { keep('weight quantization is off (quantWeights = false)'); continue; }
-    if (m.weight.device !== 'cpu') { keep(`weights on ${m.weight.device} (the integer GEMM runs on the CPU)`); continue; }
+    const device = m.weight.device;
+    if (device !== 'cpu' && device !== 'cuda') { keep(`weights on ${device as string} (the integer GEMM runs on the CPU and CUDA)`); continue; }
     const isConv = m instanceof QuantConv2d;
     if (isConv && (m as QuantConv2d).groups !== 1) { keep(`grouped conv (groups ${(m as QuantConv2d).groups})`); continue; }
     const conv = isConv ? (m as QuantConv2d) : null;
@@ -236,7 +250,9 @@ export function toIntegerExecution(model: Module, opts: IntegerExecutionOptions 
       for (const [w, wq, aq, channels] of specs) {
         const ops = operandsOf(w, wq, isConv);
         if (typeof ops === 'string') { reason = ops; break; }
-        parts.push({ operands: ops, weightQuantizer: wq, act: aq, channels });
+        // Host copies off the CPU, and for half-precision tables (cpuData() would be raw 16-bit words).
+        const actTable = aq && (device !== 'cpu' || aq.delta.dtype !== 'f32' || aq.zero_point.dtype !== 'f32') ? { delta: aq.delta.data() as Float32Array, zero: aq.zero_point.data() as Float32Array } : null;
+        parts.push({ operands: ops, weightQuantizer: wq, act: aq, channels, actTable });
       }
     });
     if (reason !== null) {
@@ -246,7 +262,7 @@ export function toIntegerExecution(model: Module, opts: IntegerExecutionOptions 
     }
     const frozen: Array<[Tensor, boolean]> = [...m.stateDict().values()].map((t) => [t, t.requiresGrad]);
     for (const [t] of frozen) t.requiresGrad = false;
-    const state: LayerState = { parts, frozen };
+    const state: LayerState = { parts, frozen, device };
     states.set(m, state);
     m.integerForward = integerForward(m, state, staticAct);
     report.integer.push(name);

@@ -12,9 +12,11 @@
 // docs/cuda.md), so the ops only choose where buffers live: a packing is made on the codes' device
 // with that device's packed size (the CUDA layout differs from the CPU's, so a packing is only
 // valid where it was made), inputs stay in their own f32/f16/bf16 dtype and outputs take it. The
-// CPU path is unchanged (f32 out). CUDA has no quantized conv2d kernel: quantConv2d falls back to
-// the GEMM for 1x1 kernels without padding and throws QDM_UNSUPPORTED otherwise.
-import { ArgumentError, DTypeError, DeviceError, QdmError, ShapeError, Tensor, asF32, castRaw, contiguous, empty, fromNative, getBackend, isGradEnabled, kernel, matmul, permute, shapeStr, slice, type Device } from '@qdm/core';
+// CPU path is unchanged (f32 out). CUDA has no direct quantized conv2d kernel: there quantConv2d
+// quantizes the input once into channels-last codes, pads them with the zero-point code, gathers
+// the im2row matrix of codes (one strided copy, int8: a quarter of a float im2col) and runs the
+// integer GEMM on it; the weights are packed with the reduction in the same (kh, kw, c) order.
+import { ArgumentError, DTypeError, DeviceError, QdmError, ShapeError, Tensor, asF32, castRaw, contiguous, empty, fromNative, getBackend, isGradEnabled, kernel, matmul, moveRaw, pad, permute, shapeStr, slice, type Device } from '@qdm/core';
 
 /** Weights packed for the low-bit GEMM: n output channels (rows) by k reduction codes. */
 export interface PackedWeights {
@@ -29,8 +31,12 @@ export interface PackedWeights {
   scale: Tensor;
   /** f32 [n] integer-valued weight zero points, when the weights are asymmetric. */
   zeroPoint?: Tensor;
-  /** Set when packed from 4-d conv codes [O, C, kh, kw]: the reduction runs in (kh, kw, c) order. */
-  conv?: { c: number; kh: number; kw: number };
+  /**
+   * Set when packed from 4-d conv codes [O, C, kh, kw]: the reduction runs in (kh, kw, c) order.
+   * im2row: packed as the 2-d matrix [O, kh*kw*C] for quantConv2d's im2row path (always off the
+   * CPU; packConvWeightsIm2row on the CPU) instead of the CPU's direct conv kernel.
+   */
+  conv?: { c: number; kh: number; kw: number; im2row?: boolean };
 }
 
 /** Static per-tensor activation quantization: code = clamp(rne(x / scale) + zeroPoint, qmin, qmax). */
@@ -87,13 +93,31 @@ export function packWeights(codes: Tensor, scale: Tensor, zeroPoint?: Tensor): P
   const device = codes.device;
   const sc = vec(scale, n, 'scale', op, device)!.clone();
   const zp = zeroPoint ? vec(zeroPoint, n, 'zeroPoint', op, device)!.clone() : undefined;
-  if (device !== 'cpu' && codes.ndim === 4 && codes.shape[2]! * codes.shape[3]! !== 1)
-    throw new QdmError('QDM_UNSUPPORTED', `${op}: CUDA has no quantized conv2d yet, so only 1x1 conv codes can be packed there; got ${shapeStr(codes.shape)} (pack on the CPU and run quantConv2d there)`);
+  if (device !== 'cpu' && codes.ndim === 4) { sc.dispose(); zp?.dispose(); return packConvWeightsIm2row(codes, scale, zeroPoint); }
   const bytes = packedBytes(device, n, k, bits);
   const packed = empty([bytes], 'i8', device), rowSums = empty([n], 'i32', device);
   kernel('qgemmPackWeights', contiguous(codes), packed, rowSums, bits);
   const conv = codes.ndim === 4 ? { c: codes.shape[1]!, kh: codes.shape[2]!, kw: codes.shape[3]! } : undefined;
   return { packed, rowSums, n, k, bits, scale: sc, ...(zp ? { zeroPoint: zp } : {}), ...(conv ? { conv } : {}) };
+}
+
+/**
+ * Packs 4-d conv codes [O, C, kh, kw] for quantConv2d's im2row path: the codes are reordered to
+ * [O, kh, kw, C] (on the CPU: i4 has no device copy kernel; this runs once per layer) and packed as
+ * a 2-d weight on the codes' device. packWeights does this for conv codes off the CPU.
+ */
+export function packConvWeightsIm2row(codes: Tensor, scale: Tensor, zeroPoint?: Tensor): PackedWeights {
+  const op = 'packConvWeightsIm2row';
+  if (codes.ndim !== 4) throw new ShapeError(`${op}: expected conv codes [O, C, kh, kw], got ${shapeStr(codes.shape)}`);
+  if (codes.dtype !== 'i8' && codes.dtype !== 'i4') throw new DTypeError(`${op}: weight codes must be i8 or i4, got ${codes.dtype}`);
+  const [O, C, kh, kw] = codes.shape as [number, number, number, number];
+  const device = codes.device;
+  const host = moveRaw(contiguous(codes), 'cpu');
+  const bytes8 = codes.dtype === 'i4' ? castRaw(host, 'i8') : host;
+  let rows = contiguous(permute(bytes8, [0, 2, 3, 1])).reshape([O, kh * kw * C]);
+  if (codes.dtype === 'i4') rows = castRaw(rows, 'i4');
+  const w = packWeights(device === 'cpu' ? rows : moveRaw(rows, device), scale, zeroPoint);
+  return { ...w, conv: { c: C, kh, kw, im2row: true } };
 }
 
 function checkAct(act: ActSpec, op: string): { dynamic: boolean; scale: number; zero: number; qmin: number; qmax: number } {
@@ -138,6 +162,7 @@ export function quantLinear(x: Tensor, w: PackedWeights, act: ActSpec, opts: { b
   const K = x.shape[x.ndim - 1];
   if (K !== w.k) throw new ShapeError(`${op}: input ${shapeStr(x.shape)} has ${K} features, the weights take ${w.k}`);
   if (w.conv && w.conv.kh * w.conv.kw !== 1) throw new ArgumentError(`${op}: these weights were packed from ${w.conv.kh}x${w.conv.kw} conv codes (reduction reordered); use quantConv2d`);
+  if (w.conv?.im2row && w.conv.kh * w.conv.kw === 1 && K !== w.conv.c) throw new ShapeError(`${op}: input ${shapeStr(x.shape)} has ${K} features, the weights take ${w.conv.c}`);
   const device = x.device;
   sameDevice(op, device, w.packed, 'packed weights');
   sameDevice(op, device, w.scale, 'the weight scale');
@@ -185,11 +210,13 @@ export function quantConv2d(x: Tensor, w: PackedWeights, kernelSize: [number, nu
   if (C * kh * kw !== w.k) throw new ShapeError(`${op}: input channels ${C} x ${kh}x${kw} = ${C * kh * kw}, the weights take ${w.k}`);
   if (kh * kw > 1 && !(w.conv && w.conv.kh === kh && w.conv.kw === kw && w.conv.c === C))
     throw new ArgumentError(`${op}: pack the 4-d weight codes [O, ${C}, ${kh}, ${kw}] with packWeights (the reduction order differs from a 2-d [O, C*kh*kw] packing)`);
+  if (x.device !== 'cpu' && kh * kw > 1 && !w.conv?.im2row)
+    throw new ArgumentError(`${op}: these weights were packed for the CPU's direct conv kernel; pack the codes on ${x.device}`);
   const [sH, sW] = pair(opts.stride, 1, 'stride'), [pH, pW] = pair(opts.padding, 0, 'padding'), [dH, dW] = pair(opts.dilation, 1, 'dilation');
   if (sH < 1 || sW < 1 || dH < 1 || dW < 1 || pH < 0 || pW < 0) throw new ArgumentError(`${op}: invalid stride/padding/dilation`);
   const OH = Math.floor((H + 2 * pH - dH * (kh - 1) - 1) / sH) + 1, OW = Math.floor((W + 2 * pW - dW * (kw - 1) - 1) / sW) + 1;
   if (OH < 1 || OW < 1) throw new ShapeError(`${op}: input ${shapeStr(x.shape)} is smaller than the ${kh}x${kw} kernel`);
-  if (x.device !== 'cpu') return deviceConv1x1(x, w, act, [kh, kw], [sH, sW], [pH, pW], opts);
+  if (x.device !== 'cpu' || w.conv?.im2row) return im2rowConv2d(x, w, a, { kh, kw, sH, sW, pH, pW, dH, dW, OH, OW }, opts);
   const out = empty([N, w.n, OH, OW], 'f32', 'cpu');
   const bias = vec(opts.bias, w.n, 'bias', op), col = vec(opts.colFactor, C, 'colFactor', op);
   if (N > 0) kernel('qgemmConv2d', f32(x), w.packed, w.rowSums, w.scale, w.zeroPoint ?? null, bias, out, w.bits, kh, kw, sH, sW, pH, pW, dH, dW, a.scale, a.zero, a.qmin, a.qmax, col);
@@ -197,22 +224,38 @@ export function quantConv2d(x: Tensor, w: PackedWeights, kernelSize: [number, nu
 }
 
 /**
- * quantConv2d off the CPU: there is no device quantized conv2d kernel, but a 1x1 convolution
- * without padding is the GEMM over channels at the (strided) pixels, so it runs as quantLinear on
- * NHWC (same codes, same per-tensor activation quantizer, colFactor per input channel). Padding
- * would need zero-point codes at the border, and k > 1 an implicit GEMM: both are refused.
+ * quantConv2d as the integer GEMM over an im2row matrix of codes (the path off the CPU, and on the
+ * CPU for weights from packConvWeightsIm2row): the NHWC input is quantized once (static per-tensor
+ * codes, colFactor per channel), padded with the stored zero-point code (a float 0 is the code z),
+ * and the [N*OH*OW, kh*kw*C] window matrix is one strided copy of those codes; a 1x1 convolution
+ * with stride 1 and no padding uses the codes as they are.
  */
-function deviceConv1x1(x: Tensor, w: PackedWeights, act: ActQuant, [kh, kw]: [number, number], [sH, sW]: [number, number], [pH, pW]: [number, number],
+function im2rowConv2d(x: Tensor, w: PackedWeights, a: ReturnType<typeof checkAct>,
+  g: { kh: number; kw: number; sH: number; sW: number; pH: number; pW: number; dH: number; dW: number; OH: number; OW: number },
   opts: { bias?: Tensor; colFactor?: Tensor }): Tensor {
   const op = 'quantConv2d';
-  if (kh * kw !== 1 || pH !== 0 || pW !== 0)
-    throw new QdmError('QDM_UNSUPPORTED', `${op}: ${x.device} has no quantized conv2d kernel yet; only 1x1 convolutions without padding run there (as the integer GEMM), got a ${kh}x${kw} kernel with padding ${pH}x${pW}. Run this layer on the CPU, or dequantize it`);
-  let xs = x;
-  if (sH > 1) xs = slice(xs, 2, 0, xs.shape[2]!, sH);
-  if (sW > 1) xs = slice(xs, 3, 0, xs.shape[3]!, sW);
-  const nhwc = contiguous(permute(xs, [0, 2, 3, 1]));
-  const y = quantLinear(nhwc, w, act, { ...(opts.bias ? { bias: opts.bias } : {}), ...(opts.colFactor ? { colFactor: opts.colFactor } : {}) });
-  return contiguous(permute(y, [0, 3, 1, 2]));
+  const [N, C] = x.shape as [number, number, number, number];
+  const device = x.device;
+  if (!w.conv?.im2row && g.kh * g.kw > 1) throw new ArgumentError(`${op}: the im2row path needs weights from packConvWeightsIm2row`);
+  const bias = vec(opts.bias, w.n, 'bias', op, device);
+  const out = empty([N, g.OH, g.OW, w.n], device === 'cpu' ? 'f32' : x.dtype, device);
+  if (N === 0) return contiguous(permute(out, [0, 3, 1, 2]));
+  const nhwc = contiguous(permute(floatIn(x), [0, 2, 3, 1]));
+  const q = quantizeActivations(nhwc, { scale: a.scale, zeroPoint: a.zero, qmin: a.qmin, qmax: a.qmax }, opts.colFactor);
+  // Codes of an unsigned range are stored shifted by -128, the zero point with them.
+  const zStored = a.zero - (a.qmax > 127 ? 128 : 0);
+  let cols = q.codes;
+  if (g.kh * g.kw > 1 || g.pH > 0 || g.pW > 0 || g.sH > 1 || g.sW > 1) {
+    const padded = g.pH > 0 || g.pW > 0 ? contiguous(pad(q.codes, [0, 0, g.pW, g.pW, g.pH, g.pH], { value: zStored })) : q.codes;
+    const [, Hp, Wp] = padded.shape as [number, number, number, number];
+    const window = new Tensor(padded.storage, [N, g.OH, g.OW, g.kh, g.kw, C],
+      [Hp * Wp * C, g.sH * Wp * C, g.sW * C, g.dH * Wp * C, g.dW * C, 1], padded.offset);
+    cols = contiguous(window);
+  }
+  const P = N * g.OH * g.OW;
+  kernel('qgemmLinear', cols.reshape([P, g.kh * g.kw * C]), contiguous(slice(q.scale, 0, 0, 1)), contiguous(slice(q.zeroPoint, 0, 0, 1)),
+    w.packed, w.rowSums, w.scale, w.zeroPoint ?? null, bias, out.reshape([P, w.n]), w.bits, null, null);
+  return contiguous(permute(out, [0, 3, 1, 2]));
 }
 
 /** The micro-kernel in use and the ones this CPU can run. */

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { Generator, Module, Tensor, concat, enableGrad, loadModel, loadSafetensors, mean, nn, noGrad, randn, silu, withContext } from '@qdm/core';
+import { Generator, Module, Tensor, cast, concat, enableGrad, loadModel, loadSafetensors, mean, nn, noGrad, randn, silu, withContext } from '@qdm/core';
 import { QuantConv2d, QuantLinear, fromIntegerExecution, isIntegerLayer, quantize, toIntegerExecution, type QuantRecipe } from '@qdm/quant';
 import { vals } from './helpers.js';
 
@@ -88,6 +88,23 @@ describe('toIntegerExecution on a conv + linear model', () => {
       console.log(`${label}: max layer rel. error ${Math.max(...Object.values(errs)).toExponential(2)}; weight bytes float ${report.weightBytes.float}, packed ${report.weightBytes.packed}`);
     });
   }
+
+  it('a model converted to f16 runs in integers on its half-precision scale tables (temporal, split conv)', async () => {
+    const recipe: QuantRecipe = { ...W8A8, activations: { bits: 8, granularity: 'tensor', timestepGroups: 3 }, splitShortcut: { conv1: 16 } };
+    const { model, x } = await compare(recipe, { temporal: true });
+    const f32Out = [0, 1, 2].map((s) => noGrad(() => withContext({ stepIndex: s }, () => model.call(x) as Tensor)));
+    fromIntegerExecution(model);
+    model.to({ dtype: 'f16' });
+    const report = toIntegerExecution(model);
+    expect(report.fakeQuant).toEqual([]);
+    const xh = cast(x, 'f16');
+    for (const s of [0, 1, 2]) {
+      const y = noGrad(() => withContext({ stepIndex: s }, () => model.call(xh) as Tensor));
+      expect(y.dtype).toBe('f16');
+      // f16 weights, scales and intermediate activations: a few 1e-3 against the f32 integer model.
+      expect(relErr(cast(y, 'f32'), f32Out[s]!)).toBeLessThan(2e-2);
+    }
+  });
 
   it('4-bit weights pack to about half the bytes of 8-bit ones', async () => {
     const w8 = await compare(W8A8), w4 = await compare(W4A8);

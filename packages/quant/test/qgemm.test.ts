@@ -3,7 +3,7 @@
 // quantConv2d against the fake-quant float graph on the same codes.
 import { afterAll, describe, expect, it } from 'vitest';
 import { conv2d, enableGrad, getNumThreads, linear, noGrad, setNumThreads, tensor, type Tensor } from '@qdm/core';
-import { fakeQuant, forceQgemmKernel, packWeights, qgemmKernelInfo, quantConv2d, quantLinear, quantizeActivations, quantizeCodes, type ActQuant } from '@qdm/quant';
+import { fakeQuant, forceQgemmKernel, packConvWeightsIm2row, packWeights, qgemmKernelInfo, quantConv2d, quantLinear, quantizeActivations, quantizeCodes, type ActQuant } from '@qdm/quant';
 import { gauss, rng, roundHalfEven } from './helpers.js';
 
 afterAll(() => { forceQgemmKernel('auto'); });
@@ -230,17 +230,21 @@ describe('quantConv2d vs conv2d on fake-quantized operands', () => {
     { name: '3x3 pad 1 (zero-point padding)', k: 3, stride: 1, padding: 1, dilation: 1, C: 13, H: 9 },
     { name: '3x3 stride 2 pad 1', k: 3, stride: 2, padding: 1, dilation: 1, C: 8, H: 11 },
     { name: '3x3 dilation 2 pad 2', k: 3, stride: 1, padding: 2, dilation: 2, C: 5, H: 8 },
+    { name: '1x1 stride 2', k: 1, stride: 2, padding: 0, dilation: 1, C: 12, H: 9 },
   ];
+  // 'direct': the CPU conv kernel; 'im2row': the path CUDA takes (window matrix of codes + GEMM),
+  // run here on the CPU so that its logic is checked without a GPU.
+  for (const packing of ['direct', 'im2row'] as const)
   for (const bits of [8, 4] as const) {
     for (const c of CASES) {
-      it(`W${bits}A8 ${c.name}`, () => {
+      it(`W${bits}A8 ${c.name} (${packing})`, () => {
         const r = rng(bits * 100 + c.k * 10 + c.stride + c.dilation);
         const N = 2, O = 19;
         const xv = Float32Array.from({ length: N * c.C * c.H * c.H }, () => gauss(r) + 0.8);
         const wv = Float32Array.from({ length: O * c.C * c.k * c.k }, () => gauss(r) * 0.1);
         const x = tensor(xv, { shape: [N, c.C, c.H, c.H] }), W = tensor(wv, { shape: [O, c.C, c.k, c.k] });
         const wp = chanParams(O, rowAbsMax(wv, O), bits);
-        const w = packWeights(quantizeCodes(W, wp, bits === 8 ? 'i8' : 'i4'), wp.scale);
+        const w = (packing === 'im2row' ? packConvWeightsIm2row : packWeights)(quantizeCodes(W, wp, bits === 8 ? 'i8' : 'i4'), wp.scale);
         // Asymmetric u8 activations: zero point 60, so a padded float 0 is the code 60, not 0.
         const act: ActQuant = { scale: 0.025, zeroPoint: 60, qmin: 0, qmax: 255 };
         const xq = fakeQuant(x, { scale: tensor([0.025]), zeroPoint: tensor([60]), qmin: 0, qmax: 255, granularity: 'tensor' });
@@ -270,6 +274,24 @@ describe('quantConv2d vs conv2d on fake-quantized operands', () => {
     const ref = conv2d(xhat, fakeQuant(W, wp), null, { padding: 1 });
     const y = quantConv2d(x, w, [3, 3], act, { padding: 1, colFactor: tensor(col) });
     expect(maxRelErr(y.data(), Float64Array.from(ref.data()))).toBeLessThan(1e-5);
+  });
+
+  it('im2row path: colFactor, weight zero points and signed activations with a zero point match the direct kernel', () => {
+    const r = rng(31);
+    const N = 2, C = 7, H = 6, O = 9;
+    const x = tensor(Float32Array.from({ length: N * C * H * H }, () => gauss(r)), { shape: [N, C, H, H] });
+    const col = tensor(Float32Array.from({ length: C }, () => 0.5 + r()));
+    const wq = ints(O * C * 9, -100, 120, r), zw = tensor(ints(O, -3, 3, r));
+    const scale = tensor(Float32Array.from({ length: O }, () => 0.01 + 0.01 * r()));
+    const act: ActQuant = { scale: 0.03, zeroPoint: -5, qmin: -128, qmax: 127 };
+    const bias = tensor(Float32Array.from({ length: O }, () => gauss(r)));
+    const opts = { padding: 1, stride: 2, bias, colFactor: col };
+    const direct = quantConv2d(x, packWeights(codesOf(wq, [O, C, 3, 3], 8), scale, zw), [3, 3], act, opts);
+    const viaRows = quantConv2d(x, packConvWeightsIm2row(codesOf(wq, [O, C, 3, 3], 8), scale, zw), [3, 3], act, opts);
+    expect(viaRows.shape).toEqual(direct.shape);
+    expect(maxRelErr(viaRows.data(), Float64Array.from(direct.data()))).toBeLessThan(1e-6);
+    // Weights for the im2row path are refused by quantLinear (reordered reduction) unless 1x1.
+    expect(() => quantLinear(tensor(new Float32Array(C * 9), { shape: [1, C * 9] }), packConvWeightsIm2row(codesOf(wq, [O, C, 3, 3], 8), scale), act)).toThrow(/use quantConv2d/);
   });
 
   it('kernels agree bit for bit on a 3x3 conv', () => {
