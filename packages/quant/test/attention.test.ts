@@ -56,7 +56,7 @@ describe('quantizeAttention on a single Attention module', () => {
     const m = make();
     quantizeAttention(m, { bits: 4, granularity: 'tensor' }, { probs: { bits: 4, granularity: 'tensor', signed: false } });
     const q = m.operandHook as AttentionQuantizer;
-    q.act_q.delta.cpuData().set([0.05]); q.act_k.delta.cpuData().set([0.07]); q.act_v.delta.cpuData().set([0.03]); q.act_probs!.delta.cpuData().set([1 / 15]);
+    (q.act_q.delta.cpuData() as Float32Array).set([0.05]); (q.act_k.delta.cpuData() as Float32Array).set([0.07]); (q.act_v.delta.cpuData() as Float32Array).set([0.03]); (q.act_probs!.delta.cpuData() as Float32Array).set([1 / 15]);
     for (const a of q.quantizers()) a.enabled = true;
     const got = noGrad(() => m.call(x) as Tensor);
     const want = noGrad(() => {
@@ -84,7 +84,7 @@ describe('quantizeAttention on a single Attention module', () => {
     quantizeAttention(m2, { bits: 4, granularity: 'tensor' });
     const q2 = m2.operandHook as AttentionQuantizer;
     expect(q2.act_probs).toBe(null);
-    q2.act_q.delta.cpuData().set([0.05]); q2.act_k.delta.cpuData().set([0.07]); q2.act_v.delta.cpuData().set([0.03]);
+    (q2.act_q.delta.cpuData() as Float32Array).set([0.05]); (q2.act_k.delta.cpuData() as Float32Array).set([0.07]); (q2.act_v.delta.cpuData() as Float32Array).set([0.03]);
     for (const a of q2.quantizers()) a.enabled = true;
     const fused = noGrad(() => sub(m2.call(x) as Tensor, x));
     const ref = noGrad(() => {
@@ -100,7 +100,7 @@ describe('quantizeAttention on a single Attention module', () => {
     const m = make();
     quantizeAttention(m, { bits: 4, granularity: 'tensor' }, { probs: { bits: 4, granularity: 'tensor', signed: false } });
     const q = m.operandHook as AttentionQuantizer;
-    q.act_q.delta.cpuData().set([0.05]); q.act_k.delta.cpuData().set([0.07]); q.act_v.delta.cpuData().set([0.03]); q.act_probs!.delta.cpuData().set([1 / 15]);
+    (q.act_q.delta.cpuData() as Float32Array).set([0.05]); (q.act_k.delta.cpuData() as Float32Array).set([0.07]); (q.act_v.delta.cpuData() as Float32Array).set([0.03]); (q.act_probs!.delta.cpuData() as Float32Array).set([1 / 15]);
     for (const a of q.quantizers()) a.enabled = true;
     const y = m.call(x) as Tensor;
     sum(mul(y, y)).backward();
