@@ -17,10 +17,12 @@ describe('qdm commands', () => {
     const dir = mkdtempSync(join(tmpdir(), 'qdm-quantize-'));
     try {
       const file = join(dir, 'digits-w8a8.safetensors');
-      const q = await runCli(['quantize', '--out', file, '--calib-n', '2', '--steps', '3', '--report', join(dir, 'rep')]);
+      const q = await runCli(['quantize', '--out', file, '--calib-n', '2', '--steps', '3', '--attention', '8', '--report', join(dir, 'rep')]);
       expect(q.code, q.err).toBe(0);
       expect(q.out).toMatch(/on the integer GEMM, 0 fake-quant/);
       const report = JSON.parse(readFileSync(join(dir, 'rep', 'quantize.json'), 'utf8'));
+      expect(report.recipe.attention).toEqual({ bits: 8, granularity: 'tensor' });
+      expect(report.recipe.attentionProbs).toEqual({ bits: 8, granularity: 'tensor', signed: false });
       expect(report.perStep).toHaveLength(3);
       for (const e of report.perStep) expect(e.relError).toBeLessThan(0.5);
       const s = await runCli(['sample', '--quantized', file, '--n', '2', '--steps', '2', '--out', join(dir, 's.png')]);
@@ -51,6 +53,7 @@ describe('qdm commands', () => {
       [['quantize', '--out', 'x.bin'], /must end in .safetensors/],
       [['quantize', '--weights', '9', '--out', 'x.safetensors'], /--weights must be at most 8/],
       [['quantize', '--acts', '1', '--out', 'x.safetensors'], /--acts must be 0/],
+      [['quantize', '--attention', '1', '--out', 'x.safetensors'], /--attention must be 0/],
     ];
     for (const [args, re] of cases) {
       const r = await runCli(args);

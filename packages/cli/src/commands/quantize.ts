@@ -16,12 +16,13 @@ import { Progress } from '../progress.js';
 export const quantizeSpec: CommandSpec = {
   name: 'quantize',
   summary: 'post-training quantization (W8A8, W4A8, ...) calibrated on the model\'s own trajectories; writes a quantized checkpoint',
-  usage: 'qdm quantize [--model digits|DIR] [--weights 8] [--acts 8] [--calibrator minmax] [--temporal] --out model.qdm.safetensors',
+  usage: 'qdm quantize [--model digits|DIR] [--weights 8] [--acts 8] [--calibrator minmax] [--temporal] [--attention 8] --out model.qdm.safetensors',
   options: {
     model: { type: 'string', description: "'digits' or a diffusers model folder", default: 'digits' },
     weights: { type: 'integer', description: 'weight bits (per output channel)', default: 8, min: 2, max: 8 },
     acts: { type: 'integer', description: 'activation bits (per tensor); 0 keeps activations in full precision', default: 8, min: 0, max: 8 },
     calibrator: { type: 'string', description: 'activation range calibrator', default: 'minmax', choices: ['minmax', 'running', 'percentile', 'mse'] },
+    attention: { type: 'integer', description: 'also quantize the attention products\' operands (Q, K, V and the softmax output) to this many bits, per tensor; 0: full precision', default: 0, min: 0, max: 8 },
     temporal: { type: 'boolean', description: 'one activation step size per sampling step (EfficientDM-style); the checkpoint then fixes the step count' },
     'calib-n': { type: 'integer', description: 'calibration trajectories (one per class label for class-conditional models)', default: 10, min: 1, max: 1024 },
     steps: { type: 'integer', description: 'sampling steps of the calibration and report trajectories', default: 20, min: 1, max: 1000 },
@@ -39,6 +40,8 @@ export async function runQuantize(opts: ParsedOptions): Promise<void> {
   if (!out.endsWith('.safetensors')) throw new UsageError(`qdm quantize: --out must end in .safetensors, got '${out}'`);
   const wBits = opts.weights as number, aBits = opts.acts as number;
   if (aBits !== 0 && aBits < 2) throw new UsageError('qdm quantize: --acts must be 0 (full precision) or 2..8');
+  const attBits = opts.attention as number;
+  if (attBits !== 0 && attBits < 2) throw new UsageError('qdm quantize: --attention must be 0 (full precision) or 2..8');
   const steps = opts.steps as number;
   const { unet, scheduler } = await loadUnet(opts.model as string);
   const { unet: reference } = await loadUnet(opts.model as string);
@@ -59,6 +62,11 @@ export async function runQuantize(opts: ParsedOptions): Promise<void> {
     weights: { bits: wBits, granularity: 'channel', ...(wBits === 8 ? { symmetric: true } : {}) },
     activations: aBits ? { bits: aBits, granularity: 'tensor', ...(opts.temporal ? { timestepGroups: steps } : {}) } : null,
     calibrator: opts.calibrator as QuantRecipe['calibrator'],
+    ...(attBits ? {
+      attention: { bits: attBits, granularity: 'tensor' as const, ...(opts.temporal ? { timestepGroups: steps } : {}) },
+      // The softmax output lies in [0, 1]: unsigned codes.
+      attentionProbs: { bits: attBits, granularity: 'tensor' as const, signed: false, ...(opts.temporal ? { timestepGroups: steps } : {}) },
+    } : {}),
   };
   const t0 = Date.now();
   const calib = new Progress('calibrating', steps);
