@@ -108,7 +108,10 @@ using AbsMax = float (*)(const float* x, const float* col, int64_t K);
 // (sa[i] * sw[j]) + bias[j], rounded exactly as the portable loop (no FMA contraction).
 using EpilogueRows = void (*)(const int32_t* acc, int m, const float* sa, const int32_t* rowConst, const float* sw,
                               const float* bias, float* out, int64_t rsT);
-struct KernelDesc { const char* name; int mr; int w8ActBias; bool w8Abs; MicroKernel w8, w4; QuantRow quantRow; AbsMax absMax; EpilogueRows epilogue; };
+// W8 activation packing for w8Abs kernels: one micro-panel from rows[i] (i < mr), each kg * 4 codes
+// (zero-padded), in the layout above (codes, then absolute values, per group).
+using PackAbs = void (*)(const int8_t* const* rows, int64_t kg, int8_t* dst);
+struct KernelDesc { const char* name; int mr; int w8ActBias; bool w8Abs; MicroKernel w8, w4; QuantRow quantRow; AbsMax absMax; EpilogueRows epilogue; PackAbs packAbs; };
 void epilogueRowsAvx2(const int32_t* acc, int m, const float* sa, const int32_t* rowConst, const float* sw, const float* bias, float* out, int64_t rsT);
 void quantRowScalar(const float* x, int64_t K, float s, const float* col, float z, float qmin, float qmax, float shift, int8_t* out);
 float absMaxScalar(const float* x, const float* col, int64_t K);

@@ -55,7 +55,7 @@ void scalarW4(int64_t kg, const int8_t* a, const uint8_t* w, int32_t* acc) {
   }
   std::memcpy(acc, t, sizeof t);
 }
-KernelDesc scalarKernel() { return {"scalar", SMR, 0, false, scalarW8, scalarW4, detail::quantRowScalar, detail::absMaxScalar, nullptr}; }
+KernelDesc scalarKernel() { return {"scalar", SMR, 0, false, scalarW8, scalarW4, detail::quantRowScalar, detail::absMaxScalar, nullptr, nullptr}; }
 
 const KernelDesc* bestKernel() {
   static const KernelDesc avx512 = detail::avx512VnniKernel(), avx2 = detail::avx2Kernel(), scalar = scalarKernel();
@@ -81,47 +81,44 @@ int32_t codeAt(const View& codes, int64_t e) {
   return static_cast<const int8_t*>(codes.data)[e];
 }
 
-// Packs activation micro-panels [p0, p1) (mr rows each, groups of 4 k; with `abs`, each group is
-// followed by the absolute values); rowSum[t] = sum_k qa[t, k].
-void packActivations(const Activations& a, int64_t K, int mr, bool abs, int8_t* dst, int32_t* rowSum, int64_t p0, int64_t p1) {
-  const int64_t kg = groupsOf(K), gs = (abs ? 2 : 1) * mr * 4;
-  thread_local std::vector<int8_t> scratch, tail;
-  thread_local std::vector<uint8_t> absRow;
-  if (a.rowFn) scratch.resize(static_cast<size_t>(K));
-  tail.resize(static_cast<size_t>(kg * 4));
-  absRow.resize(static_cast<size_t>(kg * 4));
+// Portable packer (scalar and VNNI kernels): per group of 4 k, the mr rows' 4 codes side by side.
+void packRowsPlain(const int8_t* const* rows, int mr, int64_t kg, int8_t* dst) {
+  for (int64_t g = 0; g < kg; ++g)
+    for (int i = 0; i < mr; ++i) std::memcpy(dst + (g * mr + i) * 4, rows[i] + g * 4, 4);
+}
+
+// Packs activation micro-panels [p0, p1) (mr rows each, groups of 4 k; W8 with w8Abs: each group
+// followed by the absolute values, written by the kernel's packAbs); rowSum[t] = sum_k qa[t, k].
+void packActivations(const Activations& a, int64_t K, const KernelDesc& kd, bool abs, int8_t* dst, int32_t* rowSum, int64_t p0, int64_t p1) {
+  const int mr = kd.mr;
+  const int64_t kg = groupsOf(K), panel = kg * 4 * mr * (abs ? 2 : 1);
+  thread_local std::vector<int8_t> scratch, pad;
+  if (a.rowFn) scratch.resize(static_cast<size_t>(K * mr));
+  pad.resize(static_cast<size_t>(kg * 4 * (mr + 1)));
   // Plain pointers: in the shared addon every thread_local access goes through __tls_get_addr.
   int8_t* const scr = scratch.data();
-  int8_t* const tl = tail.data();
-  uint8_t* const ab = absRow.data();
+  int8_t* const padded = pad.data();
+  int8_t* const zeroRow = padded + kg * 4 * mr;  // rows past T
+  std::memset(zeroRow, 0, static_cast<size_t>(kg * 4));
+  const int8_t* rows[16];
   for (int64_t p = p0; p < p1; ++p) {
-    int8_t* d = dst + p * kg * gs;
     for (int i = 0; i < mr; ++i) {
       const int64_t t = p * mr + i;
-      if (t >= a.rows) {
-        for (int64_t g = 0; g < kg; ++g) {
-          std::memset(d + g * gs + i * 4, 0, 4);
-          if (abs) std::memset(d + g * gs + (mr + i) * 4, 0, 4);
-        }
-        continue;
-      }
-      const int8_t* s = a.rowFn ? (*a.rowFn)(t, scr) : a.codes + t * a.ld;
+      if (t >= a.rows) { rows[i] = zeroRow; continue; }
+      const int8_t* s = a.rowFn ? (*a.rowFn)(t, scr + i * K) : a.codes + t * a.ld;
       if (K % 4 != 0) {  // zero-pad the last group
-        std::memcpy(tl, s, static_cast<size_t>(K));
-        std::memset(tl + K, 0, static_cast<size_t>(kg * 4 - K));
-        s = tl;
+        int8_t* d = padded + i * kg * 4;
+        std::memcpy(d, s, static_cast<size_t>(K));
+        std::memset(d + K, 0, static_cast<size_t>(kg * 4 - K));
+        s = d;
       }
-      // Sum and absolute values as plain loops over the row (vectorized by the compiler), then
-      // 4-byte moves into the interleaved panel.
-      int32_t sum = 0;
+      int32_t sum = 0;  // a plain loop over the row (vectorized by the compiler)
       for (int64_t k = 0; k < K; ++k) sum += s[k];
-      if (abs) for (int64_t k = 0; k < kg * 4; ++k) ab[k] = static_cast<uint8_t>(s[k] < 0 ? -s[k] : s[k]);
-      for (int64_t g = 0; g < kg; ++g) {
-        std::memcpy(d + g * gs + i * 4, s + g * 4, 4);
-        if (abs) std::memcpy(d + g * gs + (mr + i) * 4, ab + g * 4, 4);
-      }
       rowSum[t] = sum;
+      rows[i] = s;
     }
+    if (abs) kd.packAbs(rows, kg, dst + p * panel);
+    else packRowsPlain(rows, mr, kg, dst + p * panel);
   }
 }
 
@@ -268,8 +265,8 @@ void gemm(const Activations& a, const Weights& w, float* out, int64_t rsT, int64
   rowSumA.resize(static_cast<size_t>(T));
   int8_t* ap = apack.data();
   int32_t* rsa = rowSumA.data();
-  if (par) parallelFor(aPanels, 16, [&](int64_t p0, int64_t p1) { packActivations(a, K, mr, withAbs, ap, rsa, p0, p1); });
-  else packActivations(a, K, mr, withAbs, ap, rsa, 0, aPanels);
+  if (par) parallelFor(aPanels, 16, [&](int64_t p0, int64_t p1) { packActivations(a, K, kd, withAbs, ap, rsa, p0, p1); });
+  else packActivations(a, K, kd, withAbs, ap, rsa, 0, aPanels);
 
   const MicroKernel uk = w.bits == 8 ? kd.w8 : kd.w4;
   const int64_t MC = static_cast<int64_t>(mr) * 16, PG = 8;  // 64 rows x 8 panels (swept on the EPYC: flat within noise)
@@ -284,6 +281,9 @@ void gemm(const Activations& a, const Weights& w, float* out, int64_t rsT, int64
       const uint8_t* wp = w.packed + p * pb;
       const int n = static_cast<int>(std::min<int64_t>(kQPanel, N - p * kQPanel));
       for (int64_t t0 = r0; t0 < r1; t0 += mr) {
+        // Start the output rows' cache-line fetches (for writing) now, under the micro-kernel: the
+        // epilogue's stores would otherwise miss and hold up the store queue (about 1.5 % at K = 320).
+        if (rsO == 1) for (int i = 0; i < mr && t0 + i < T; ++i) __builtin_prefetch(out + (t0 + i) * rsT + p * kQPanel, 1);
         uk(kg, ap + (t0 / mr) * aPanelBytes, wp, acc);
         epilogue(acc, mr, static_cast<int>(std::min<int64_t>(mr, T - t0)), n, t0, a, rsa, pt, w.bits, kd.w8ActBias,
                  out + p * kQPanel * rsO, rsT, rsO, kd.epilogue);

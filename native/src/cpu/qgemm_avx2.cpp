@@ -79,6 +79,35 @@ void w4x4(int64_t kg, const int8_t* a, const uint8_t* w, int32_t* out) {
   w4rows2(kg, a + 8, w, out + 2 * kQPanel);
 }
 
+// W8 activation packing (layout in qdm/qgemm.h, w8Abs): eight groups per step, a 4 x 8 transpose
+// of 4-byte groups with unpacks, then per group the 16 codes and their 16 absolute values.
+void packAbs4(const int8_t* const* rows, int64_t kg, int8_t* dst) {
+  int64_t g = 0;
+  for (; g + 8 <= kg; g += 8, dst += 8 * 2 * MR * 4) {
+    const __m256i r0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[0] + g * 4));
+    const __m256i r1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[1] + g * 4));
+    const __m256i r2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[2] + g * 4));
+    const __m256i r3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[3] + g * 4));
+    const __m256i t0 = _mm256_unpacklo_epi32(r0, r1), t1 = _mm256_unpackhi_epi32(r0, r1);
+    const __m256i t2 = _mm256_unpacklo_epi32(r2, r3), t3 = _mm256_unpackhi_epi32(r2, r3);
+    // u[q]: 128-bit lane 0 holds group q, lane 1 group q + 4 (4 rows x 4 codes each)
+    const __m256i u[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2), _mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3)};
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      const __m256i v = _mm256_abs_epi8(u[q]);  // |-128| = 0x80, read as u8 128
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + q * 32), _mm256_permute2x128_si256(u[q], v, 0x20));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (q + 4) * 32), _mm256_permute2x128_si256(u[q], v, 0x31));
+    }
+  }
+  for (; g < kg; ++g, dst += 2 * MR * 4)
+    for (int i = 0; i < MR; ++i)
+      for (int kk = 0; kk < 4; ++kk) {
+        const int8_t c = rows[i][g * 4 + kk];
+        dst[i * 4 + kk] = c;
+        dst[(MR + i) * 4 + kk] = static_cast<int8_t>(static_cast<uint8_t>(c < 0 ? -c : c));
+      }
+}
+
 }  // namespace
 
 // 32 codes per iteration with the scalar arithmetic (vdivps is correctly rounded like the scalar
@@ -129,6 +158,6 @@ void epilogueRowsAvx2(const int32_t* acc, int m, const float* sa, const int32_t*
   }
 }
 
-KernelDesc avx2Kernel() { return {"avx2", MR, 0, true, w8x4, w4x4, quantRowAvx2, absMaxAvx2, epilogueRowsAvx2}; }
+KernelDesc avx2Kernel() { return {"avx2", MR, 0, true, w8x4, w4x4, quantRowAvx2, absMaxAvx2, epilogueRowsAvx2, packAbs4}; }
 
 }  // namespace qdm::cpu::qgemm::detail

@@ -58,6 +58,6 @@ void w4x8(int64_t kg, const int8_t* a, const uint8_t* w, int32_t* acc) {
 }  // namespace
 
 // Activation quantization is memory-bound: the AVX2 row functions serve here too.
-KernelDesc avx512VnniKernel() { return {"avx512-vnni", MR, 128, false, w8x8, w4x8, quantRowAvx2, absMaxAvx2, epilogueRowsAvx2}; }
+KernelDesc avx512VnniKernel() { return {"avx512-vnni", MR, 128, false, w8x8, w4x8, quantRowAvx2, absMaxAvx2, epilogueRowsAvx2, nullptr}; }
 
 }  // namespace qdm::cpu::qgemm::detail
