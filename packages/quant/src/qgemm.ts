@@ -191,9 +191,11 @@ function pair(v: number | [number, number] | undefined, dflt: number, what: stri
 }
 
 /**
- * 2-d convolution of x (f32 NCHW) with packed [O, C, kh, kw] weights: the input is quantized once
+ * 2-d convolution of x (NCHW) with packed [O, C, kh, kw] weights: the input is quantized once
  * (static per tensor; padding is the zero-point code, since a float 0 is the code z), im2row runs
- * on the codes, and the integer GEMM writes NCHW f32 directly. colFactor: [C] per input channel.
+ * on the codes, and the integer GEMM writes NCHW. colFactor: [C] per input channel. CPU: f32 out
+ * from the direct conv kernel; CUDA (and CPU weights from packConvWeightsIm2row): im2rowConv2d,
+ * output in x's dtype on CUDA.
  */
 export function quantConv2d(x: Tensor, w: PackedWeights, kernelSize: [number, number], act: ActQuant,
   opts: { bias?: Tensor; colFactor?: Tensor; stride?: number | [number, number]; padding?: number | [number, number]; dilation?: number | [number, number]; groups?: number } = {}): Tensor {
