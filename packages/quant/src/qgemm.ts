@@ -16,7 +16,7 @@
 // quantizes the input once into channels-last codes, pads them with the zero-point code, gathers
 // the im2row matrix of codes (one strided copy, int8: a quarter of a float im2col) and runs the
 // integer GEMM on it; the weights are packed with the reduction in the same (kh, kw, c) order.
-import { ArgumentError, DTypeError, DeviceError, QdmError, ShapeError, Tensor, asF32, castRaw, contiguous, empty, fromNative, getBackend, isGradEnabled, kernel, matmul, moveRaw, pad, permute, shapeStr, slice, type Device } from '@qdm/core';
+import { ArgumentError, DTypeError, DeviceError, QdmError, ShapeError, Tensor, asF32, castRaw, contiguous, empty, fromNative, getBackend, isGradEnabled, kernel, matmul, moveRaw, pad, permute, shapeStr, slice, tidy, type Device } from '@qdm/core';
 
 /** Weights packed for the low-bit GEMM: n output channels (rows) by k reduction codes. */
 export interface PackedWeights {
@@ -167,21 +167,25 @@ export function quantLinear(x: Tensor, w: PackedWeights, act: ActSpec, opts: { b
   sameDevice(op, device, w.packed, 'packed weights');
   sameDevice(op, device, w.scale, 'the weight scale');
   const T = x.numel / K;
-  const q = quantizeActivations(x, act, opts.colFactor);
-  const bias = vec(opts.bias, w.n, 'bias', op, device);
-  let xa: Tensor | null = null, b: Tensor | null = null;
-  if (opts.lowRank) {
-    const lr = opts.lowRank;
-    b = f32(lr.b);
-    if (b.ndim !== 2 || b.shape[1] !== w.n) throw new ShapeError(`${op}: low-rank b ${shapeStr(lr.b.shape)} must be [r, ${w.n}]`);
-    if (lr.xa) xa = f32(lr.xa).reshape([-1, lr.xa.shape[lr.xa.ndim - 1]!]);
-    else if (lr.a) xa = f32(matmul(f32(x).reshape([T, K]), f32(lr.a)));
-    else throw new ArgumentError(`${op}: lowRank needs xa [tokens, r] or a [k, r]`);
-    if (xa.shape[0] !== T || xa.shape[1] !== b.shape[0]) throw new ShapeError(`${op}: low-rank xa ${shapeStr(xa.shape)} must be [${T}, ${b.shape[0]}]`);
-  }
-  const out = empty([T, w.n], device === 'cpu' ? 'f32' : x.dtype, device);
-  if (T > 0) kernel('qgemmLinear', q.codes.reshape([T, K]), q.scale, q.zeroPoint, w.packed, w.rowSums, w.scale, w.zeroPoint ?? null, bias, out, w.bits, xa, b);
-  return out.reshape([...x.shape.slice(0, -1), w.n]);
+  // The codes and every temporary are freed here rather than at the caller's scope end: a U-Net
+  // forward outside tidy() would otherwise hold one code tensor per layer until collected.
+  return tidy(() => {
+    const q = quantizeActivations(x, act, opts.colFactor);
+    const bias = vec(opts.bias, w.n, 'bias', op, device);
+    let xa: Tensor | null = null, b: Tensor | null = null;
+    if (opts.lowRank) {
+      const lr = opts.lowRank;
+      b = f32(lr.b);
+      if (b.ndim !== 2 || b.shape[1] !== w.n) throw new ShapeError(`${op}: low-rank b ${shapeStr(lr.b.shape)} must be [r, ${w.n}]`);
+      if (lr.xa) xa = f32(lr.xa).reshape([-1, lr.xa.shape[lr.xa.ndim - 1]!]);
+      else if (lr.a) xa = f32(matmul(f32(x).reshape([T, K]), f32(lr.a)));
+      else throw new ArgumentError(`${op}: lowRank needs xa [tokens, r] or a [k, r]`);
+      if (xa.shape[0] !== T || xa.shape[1] !== b.shape[0]) throw new ShapeError(`${op}: low-rank xa ${shapeStr(xa.shape)} must be [${T}, ${b.shape[0]}]`);
+    }
+    const out = empty([T, w.n], device === 'cpu' ? 'f32' : x.dtype, device);
+    if (T > 0) kernel('qgemmLinear', q.codes.reshape([T, K]), q.scale, q.zeroPoint, w.packed, w.rowSums, w.scale, w.zeroPoint ?? null, bias, out, w.bits, xa, b);
+    return out.reshape([...x.shape.slice(0, -1), w.n]);
+  });
 }
 
 function pair(v: number | [number, number] | undefined, dflt: number, what: string): [number, number] {
@@ -242,22 +246,25 @@ function im2rowConv2d(x: Tensor, w: PackedWeights, a: ReturnType<typeof checkAct
   const bias = vec(opts.bias, w.n, 'bias', op, device);
   const out = empty([N, g.OH, g.OW, w.n], device === 'cpu' ? 'f32' : x.dtype, device);
   if (N === 0) return contiguous(permute(out, [0, 3, 1, 2]));
-  const nhwc = contiguous(permute(floatIn(x), [0, 2, 3, 1]));
-  const q = quantizeActivations(nhwc, { scale: a.scale, zeroPoint: a.zero, qmin: a.qmin, qmax: a.qmax }, opts.colFactor);
-  // Codes of an unsigned range are stored shifted by -128, the zero point with them.
-  const zStored = a.zero - (a.qmax > 127 ? 128 : 0);
-  let cols = q.codes;
-  if (g.kh * g.kw > 1 || g.pH > 0 || g.pW > 0 || g.sH > 1 || g.sW > 1) {
-    const padded = g.pH > 0 || g.pW > 0 ? contiguous(pad(q.codes, [0, 0, g.pW, g.pW, g.pH, g.pH], { value: zStored })) : q.codes;
-    const [, Hp, Wp] = padded.shape as [number, number, number, number];
-    const window = new Tensor(padded.storage, [N, g.OH, g.OW, g.kh, g.kw, C],
-      [Hp * Wp * C, g.sH * Wp * C, g.sW * C, g.dH * Wp * C, g.dW * C, 1], padded.offset);
-    cols = contiguous(window);
-  }
-  const P = N * g.OH * g.OW;
-  kernel('qgemmLinear', cols.reshape([P, g.kh * g.kw * C]), contiguous(slice(q.scale, 0, 0, 1)), contiguous(slice(q.zeroPoint, 0, 0, 1)),
-    w.packed, w.rowSums, w.scale, w.zeroPoint ?? null, bias, out.reshape([P, w.n]), w.bits, null, null);
-  return contiguous(permute(out, [0, 3, 1, 2]));
+  // The codes, the padded codes and the window matrix die here (see quantLinear).
+  return tidy(() => {
+    const nhwc = contiguous(permute(floatIn(x), [0, 2, 3, 1]));
+    const q = quantizeActivations(nhwc, { scale: a.scale, zeroPoint: a.zero, qmin: a.qmin, qmax: a.qmax }, opts.colFactor);
+    // Codes of an unsigned range are stored shifted by -128, the zero point with them.
+    const zStored = a.zero - (a.qmax > 127 ? 128 : 0);
+    let cols = q.codes;
+    if (g.kh * g.kw > 1 || g.pH > 0 || g.pW > 0 || g.sH > 1 || g.sW > 1) {
+      const padded = g.pH > 0 || g.pW > 0 ? contiguous(pad(q.codes, [0, 0, g.pW, g.pW, g.pH, g.pH], { value: zStored })) : q.codes;
+      const [, Hp, Wp] = padded.shape as [number, number, number, number];
+      const window = new Tensor(padded.storage, [N, g.OH, g.OW, g.kh, g.kw, C],
+        [Hp * Wp * C, g.sH * Wp * C, g.sW * C, g.dH * Wp * C, g.dW * C, 1], padded.offset);
+      cols = contiguous(window);
+    }
+    const P = N * g.OH * g.OW;
+    kernel('qgemmLinear', cols.reshape([P, g.kh * g.kw * C]), contiguous(slice(q.scale, 0, 0, 1)), contiguous(slice(q.zeroPoint, 0, 0, 1)),
+      w.packed, w.rowSums, w.scale, w.zeroPoint ?? null, bias, out.reshape([P, w.n]), w.bits, null, null);
+    return contiguous(permute(out, [0, 3, 1, 2]));
+  });
 }
 
 /** The micro-kernel in use and the ones this CPU can run. */
