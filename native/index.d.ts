@@ -27,6 +27,7 @@ export interface QdmAddon {
   fakeQuantBackward(x: NativeView, scale: NativeView, zero: NativeView, colScale: NativeView | null, gradOut: NativeView, gradX: NativeView | null, gradScale: NativeView | null, gradColScale: NativeView | null, gradZero: NativeView | null, qmin: number, qmax: number, mode: number, channels: number, inner: number, groupSize: number, cols: number): void;
   quantizePack(x: NativeView, scale: NativeView, zero: NativeView, colScale: NativeView | null, codes: NativeView, qmin: number, qmax: number, mode: number, channels: number, inner: number, groupSize: number, cols: number): void;
   dequantize(codes: NativeView, scale: NativeView, zero: NativeView, colScale: NativeView | null, out: NativeView, mode: number, channels: number, inner: number, groupSize: number, cols: number): void;
+  quantMseErrors(x: NativeView, scales: NativeView, zeros: NativeView, rows: number, qmin: number, qmax: number): Float64Array;
   /** Fused CPU attention: f32 views of equal rank and batch shape; out contiguous [..., Lq, Dv]. */
   attentionForward(q: NativeView, k: NativeView, v: NativeView, mask: NativeView | null, out: NativeView, scale: number): void;
   // Low-bit CPU GEMM (bind_qgemm.cpp; layouts in native/include/qdm/qgemm.h). packed: i8 [qgemmPackedBytes(n, k, bits)], rowSums: i32 [n].

@@ -43,4 +43,12 @@ void quantizePack(const float* x, const float* scale, const float* colScale, con
 // out = (code - z) * s from i8, u8 or packed i4 codes.
 void dequantize(const View& codes, const float* scale, const float* colScale, const float* zero, float* out, const QuantLayout& L);
 
+// The MSE range search's inner sums (LAPQ's Lp loss, p = 2.4): for candidate c and row r of
+// x [rows, per], err[c, r] = sum_i |x_i - x_hat_i|^2.4 with (s, z) = (scales[c, r], zeros[c, r]),
+// computed exactly as @qdm/quant's JS reference does (x / s in double, rounded to fp32, then half
+// to even; x_hat and the sum in double, i in order), so the selection is the same. One (c, r) sum
+// per task: results do not depend on the thread count.
+void mseSearchErrors(const float* x, int64_t rows, int64_t per, const float* scales, const float* zeros, int64_t candidates,
+                     double qmin, double qmax, double* err);
+
 }  // namespace qdm::cpu

@@ -101,6 +101,20 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
     return env.Undefined();
   });
 }
+// quantMseErrors(x f32 [rows * per], scales f32 [candidates * rows], zeros f32 [candidates * rows], rows, qmin, qmax) -> Float64Array
+Napi::Value QuantMseErrors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&] {
+    View x = needF32(env, info[0], "x"), s = needF32(env, info[1], "scales"), z = needF32(env, info[2], "zeros");
+    const int64_t rows = intArg(info, 3);
+    if (rows < 1 || x.numel() % rows != 0) throwCode(env, "QDM_SHAPE_MISMATCH", "quantMseErrors: x must hold rows * per elements");
+    if (s.numel() != z.numel() || s.numel() % rows != 0) throwCode(env, "QDM_SHAPE_MISMATCH", "quantMseErrors: scales / zeros must be [candidates, rows]");
+    const int64_t candidates = s.numel() / rows;
+    Napi::Float64Array err = Napi::Float64Array::New(env, static_cast<size_t>(candidates * rows));
+    cpu::mseSearchErrors(x.ptr<float>(), rows, x.numel() / rows, s.ptr<float>(), z.ptr<float>(), candidates, numberArg(info, 4), numberArg(info, 5), err.Data());
+    return Napi::Value(err);
+  });
+}
 }  // namespace
 
 void registerQuant(Napi::Env env, Napi::Object exports) {
@@ -108,5 +122,6 @@ void registerQuant(Napi::Env env, Napi::Object exports) {
   QDM_EXPORT(exports, "fakeQuantBackward", FakeQuantBackward);
   QDM_EXPORT(exports, "quantizePack", QuantizePack);
   QDM_EXPORT(exports, "dequantize", Dequantize);
+  QDM_EXPORT(exports, "quantMseErrors", QuantMseErrors);
 }
 }  // namespace qdm::binding

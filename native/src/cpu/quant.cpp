@@ -221,4 +221,23 @@ void dequantize(const View& codes, const float* scale, const float* colScale, co
   });
 }
 
+void mseSearchErrors(const float* x, int64_t rows, int64_t per, const float* scales, const float* zeros, int64_t candidates,
+                     double qmin, double qmax, double* err) {
+  const int64_t tasks = candidates * rows;
+  parallelFor(tasks, std::max<int64_t>(1, 65536 / std::max<int64_t>(per, 1)), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t r = t % rows;
+      const double s = scales[t], z = zeros[t];
+      const float* v = x + r * per;
+      double e = 0;
+      for (int64_t i = 0; i < per; ++i) {
+        const double xi = v[i];
+        const double q = std::min(std::max(std::nearbyint(static_cast<double>(static_cast<float>(xi / s))) + z, qmin), qmax);
+        e += std::pow(std::fabs(xi - (q - z) * s), 2.4);
+      }
+      err[t] = e;
+    }
+  });
+}
+
 }  // namespace qdm::cpu

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ArgumentError, tensor, withContext, noGrad, randn } from '@qdm/core';
-import { ActivationQuantizer, SeparableScales, WeightQuantizer, fakeQuant, resolveSpec, quantRange, rangeToScaleZero } from '@qdm/quant';
+import { ActivationQuantizer, SeparableScales, WeightQuantizer, fakeQuant, fitScaleZero, resolveSpec, quantRange, rangeToScaleZero } from '@qdm/quant';
 import { gauss, rng, vals } from './helpers.js';
 
 const lp = (a: Float32Array, b: Float32Array) => { let s = 0; for (let i = 0; i < a.length; i++) s += Math.abs(a[i]! - b[i]!) ** 2.4; return s; };
@@ -158,5 +158,41 @@ describe('SeparableScales (TuneQDM)', () => {
       if (k === 2) { expect(rowNorm).toBeGreaterThan(0); expect(colNorm).toBeGreaterThan(0); }
       else { expect(rowNorm).toBe(0); expect(colNorm).toBe(0); }
     }
+  });
+});
+
+describe('MSE range search: native sums vs the JS reference', () => {
+  // Heavy-tailed data (a few outliers), so the search really clips: the chosen factor is not 1.
+  const data = (n: number, seed: number) => {
+    const r = rng(seed);
+    return Float32Array.from({ length: n }, (_, i) => gauss(r) * (i % 211 === 0 ? 12 : 1) + 0.3);
+  };
+  for (const [label, spec] of [
+    ['8-bit asymmetric', { bits: 8, granularity: 'tensor' as const }],
+    ['4-bit symmetric', { bits: 4, granularity: 'tensor' as const, symmetric: true }],
+    ['6-bit unsigned', { bits: 6, granularity: 'tensor' as const, signed: false }],
+  ] as const) {
+    it(`${label}: per tensor and per row, the native kernel picks the same (scale, zero) as the JS loop`, () => {
+      const resolved = resolveSpec(spec);
+      const x = data(20000, 7);
+      const a = fitScaleZero(x, 1, () => 0, resolved, 'mse'), b = fitScaleZero(x, 1, () => 0, resolved, 'mse', { js: true });
+      expect(Array.from(a.scale)).toEqual(Array.from(b.scale));
+      expect(Array.from(a.zero)).toEqual(Array.from(b.zero));
+      const minmax = fitScaleZero(x, 1, () => 0, resolved, 'minmax');
+      expect(a.scale[0]!).toBeLessThan(minmax.scale[0]!);  // the outliers are clipped
+      const rows = 7, per = 4099;
+      const w = data(rows * per, 8);
+      const c = fitScaleZero(w, rows, (i) => Math.floor(i / per), resolved, 'mse', { rowLength: per });
+      const d = fitScaleZero(w, rows, (i) => Math.floor(i / per), resolved, 'mse', { js: true });
+      expect(Array.from(c.scale)).toEqual(Array.from(d.scale));
+      expect(Array.from(c.zero)).toEqual(Array.from(d.zero));
+    });
+  }
+  it('WeightQuantizer with init mse on a [O, C, 3, 3] weight uses the native sums (same result as the JS loop)', () => {
+    const w = randn([16, 32, 3, 3], { seed: 4 });
+    const q = new WeightQuantizer({ bits: 4, granularity: 'channel' }, w.shape, { init: 'mse' }).initFrom(w);
+    const ref = fitScaleZero(vals(w), 16, (i) => Math.floor(i / 288), resolveSpec({ bits: 4, granularity: 'channel' }), 'mse', { js: true });
+    expect(Array.from(vals(q.delta))).toEqual(Array.from(ref.scale));
+    expect(Array.from(vals(q.zero_point))).toEqual(Array.from(ref.zero));
   });
 });
