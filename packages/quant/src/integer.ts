@@ -14,8 +14,11 @@
 // fake-quant, as do per-group scales and per-channel scales off axis 0.
 //
 // Not exact, listed under `approximate` in the report:
-//  - Linear layers without activation quantization run with dynamic per-token 8-bit activations
-//    (opts.dynamicActivations, default true; false keeps them fake-quant).
+//  - Layers without activation quantization (weight-only recipes) run with dynamic 8-bit
+//    activations (opts.dynamicActivations, default true; false keeps them fake-quant): per token
+//    for Linear, per tensor (max |x| / 127 of each call) for Conv2d, whose integer kernel takes one
+//    activation scale. The conv's max is read back per call, so on CUDA such a forward synchronises
+//    and cannot be graph-captured.
 //  - Separable (TuneQDM) weights: the column factor c is folded into the activations before they
 //    are quantized, while the fake-quant layer quantizes x and then applies c.
 //
@@ -29,7 +32,7 @@
 // computed on the host and packed on that device; on CUDA the activation step sizes are read once
 // at conversion (host copies: no device-to-host read per call, so a forward can be graph-captured),
 // inputs keep their f32/f16/bf16 dtype, and convolutions take the im2row path of qgemm.ts.
-import { ArgumentError, Tensor, add, byteSize, cast, castRaw, contiguous, expand, full, moveRaw, unsqueeze, isGradEnabled, noGrad, reciprocal, reshape, select, slice, tensor, type Device } from '@qdm/core';
+import { ArgumentError, Tensor, abs, add, byteSize, cast, castRaw, contiguous, div, expand, full, max, moveRaw, unsqueeze, isGradEnabled, noGrad, reciprocal, reshape, select, slice, tensor, type Device } from '@qdm/core';
 import type { Module } from '@qdm/core';
 import { quantizeCodes, type FakeQuantParams } from './kernels.js';
 import { QuantConv2d, QuantLinear, type QuantLayer } from './layers.js';
@@ -37,7 +40,7 @@ import { ActivationQuantizer, SeparableScales, WeightQuantizer, type AnyWeightQu
 import { packWeights, quantConv2d, quantLinear, type ActQuant, type PackedWeights } from './qgemm.js';
 
 export interface IntegerExecutionOptions {
-  /** Linear layers without activation quantization: dynamic per-token 8-bit activations (default true) or fake quant. */
+  /** Layers without activation quantization: dynamic 8-bit activations (per token for Linear, per tensor for Conv2d; default true) or fake quant. */
   dynamicActivations?: boolean;
   /** Layer names left in fake quant. */
   skip?: RegExp[];
@@ -182,6 +185,16 @@ function activeAct(layer: QuantLayer, aq: ActivationQuantizer | null): Activatio
   return aq && aq.enabled && layer.quantActivations ? aq : null;
 }
 
+/**
+ * Symmetric 8-bit per-tensor quantization of a conv input from its own range (weight-only
+ * layers); with a column factor the quantized values are x / colFactor per channel.
+ */
+function dynamicTensorAct(x: Tensor, colFactor: Tensor | null): ActQuant {
+  const scaled = colFactor ? div(x, reshape(colFactor, [1, colFactor.numel, 1, 1])) : x;
+  const amax = f32Values(max(abs(scaled)))[0]!;
+  return { scale: amax > 0 && Number.isFinite(amax) ? amax / 127 : 1, zeroPoint: 0, qmin: -127, qmax: 127 };
+}
+
 /** The integer forward of a layer (null: fall back to fake quant). */
 function integerForward(layer: QuantLayer, state: LayerState, staticAct: boolean): (x: Tensor) => Tensor | null {
   return (x: Tensor) => {
@@ -204,7 +217,7 @@ function integerForward(layer: QuantLayer, state: LayerState, staticAct: boolean
         const outs = state.parts.map((part, i) => {
           const op = operandFor(part);
           const xi = part.channels ? contiguous(slice(x32, 1, part.channels[0], part.channels[1])) : x32;
-          return quantConv2d(xi, op.packed, conv.kernelSize, actQuantOf(part.act!, part.actTable), {
+          return quantConv2d(xi, op.packed, conv.kernelSize, staticAct ? actQuantOf(part.act!, part.actTable) : dynamicTensorAct(xi, op.colFactor), {
             ...(i === 0 && bias ? { bias } : {}), ...(op.colFactor ? { colFactor: op.colFactor } : {}),
             stride: conv.stride, padding: conv.padding, dilation: conv.dilation,
           });
@@ -239,7 +252,6 @@ export function toIntegerExecution(model: Module, opts: IntegerExecutionOptions 
     const active = actQs.map((a) => activeAct(m, a));
     const staticAct = active.every((a) => a !== null);
     if (!staticAct && active.some((a) => a !== null)) { keep('split conv with one of its two activation quantizers off'); continue; }
-    if (!staticAct && isConv) { keep('conv without activation quantization (the integer conv needs a static activation scale)'); continue; }
     if (!staticAct && !dynamic) { keep('no activation quantization and dynamicActivations is false'); continue; }
     const specs: Array<[Tensor, AnyWeightQuantizer, ActivationQuantizer | null, [number, number] | null]> = conv && conv.split
       ? [[slice(m.weight, 1, 0, conv.split), m.weight_quantizer, m.act_quantizer, [0, conv.split]], [slice(m.weight, 1, conv.split), conv.weight_quantizer_0!, conv.act_quantizer_0, [conv.split, conv.inChannels]]]
@@ -266,7 +278,7 @@ export function toIntegerExecution(model: Module, opts: IntegerExecutionOptions 
     states.set(m, state);
     m.integerForward = integerForward(m, state, staticAct);
     report.integer.push(name);
-    if (!staticAct) report.approximate.push({ name, reason: 'no activation quantizer: dynamic per-token 8-bit activations' });
+    if (!staticAct) report.approximate.push({ name, reason: `no activation quantizer: dynamic per-${isConv ? 'tensor' : 'token'} 8-bit activations` });
     if (parts.some((p) => p.weightQuantizer instanceof SeparableScales)) report.approximate.push({ name, reason: 'separable scales: the column factor is applied to the activations before they are quantized' });
     report.weightBytes.float += byteSize(m.weight.dtype, m.weight.numel);
     for (const p of parts) for (const o of p.operands) report.weightBytes.packed += operandBytes(o);
