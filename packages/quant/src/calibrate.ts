@@ -7,6 +7,7 @@
 import { ArgumentError, Module, Tensor, noGrad, withContext, type ForwardContext } from '@qdm/core';
 import { isQuantLayer, type QuantLayer } from './layers.js';
 import { attentionQuantizers } from './attention.js';
+import type { ActivationQuantizer } from './quantizer.js';
 
 /** One calibration call: the model's argument list, optionally with a forward context (e.g. { stepIndex, timestep }). */
 export type CalibrationBatch = unknown[] | { args: unknown[]; context?: ForwardContext };
@@ -55,13 +56,8 @@ export async function calibrateActivations(model: Module, calibration: Calibrati
     for (const [, a] of attention) a.observing = false;
   }
   const calibrated: string[] = [], uncalibrated: string[] = [];
-  for (const [name, l] of layers) {
-    const qs = l.actQuantizers();
-    if (qs.every((q) => q.hasObservations)) { for (const q of qs) { q.finishCalibration(); q.enabled = true; } calibrated.push(name); }
-    else { for (const q of qs) { q.enabled = false; q.discardObservations(); } uncalibrated.push(name); }
-  }
-  for (const [name, a] of attention) {
-    const qs = a.quantizers();
+  const sets: Array<[string, ActivationQuantizer[]]> = [...layers.map(([n, l]): [string, ActivationQuantizer[]] => [n, l.actQuantizers()]), ...attention.map(([n, a]): [string, ActivationQuantizer[]] => [n, a.quantizers()])];
+  for (const [name, qs] of sets) {
     if (qs.every((q) => q.hasObservations)) { for (const q of qs) { q.finishCalibration(); q.enabled = true; } calibrated.push(name); }
     else { for (const q of qs) { q.enabled = false; q.discardObservations(); } uncalibrated.push(name); }
   }

@@ -29,9 +29,10 @@
 // the last change to the weights or scales (or convert again).
 //
 // Devices: a layer runs in integers on the device of its weights (CPU or CUDA). The codes are
-// computed on the host and packed on that device; on CUDA the activation step sizes are read once
-// at conversion (host copies: no device-to-host read per call, so a forward can be graph-captured),
-// inputs keep their f32/f16/bf16 dtype, and convolutions take the im2row path of qgemm.ts.
+// computed on the host and packed on that device; the activation step sizes are read once at
+// conversion into host tables (as the codes are: on CUDA no device-to-host read per call, so a
+// forward can be graph-captured; half-precision tables are widened once); inputs keep their
+// f32/f16/bf16 dtype on CUDA, and convolutions there take the im2row path of qgemm.ts.
 import { ArgumentError, Tensor, abs, add, byteSize, cast, castRaw, contiguous, div, expand, full, max, moveRaw, unsqueeze, isGradEnabled, noGrad, reciprocal, reshape, select, slice, tensor, type Device } from '@qdm/core';
 import type { Module } from '@qdm/core';
 import { quantizeCodes, type FakeQuantParams } from './kernels.js';
@@ -68,7 +69,7 @@ interface Part {
   act: ActivationQuantizer | null;
   /** Input channel range of this part (split convs). */
   channels: [number, number] | null;
-  /** Host copy of the activation table (delta, zero point per step entry): off the CPU, or a half-precision table. */
+  /** Host copy of the activation table (delta, zero point per step entry), read at conversion. */
   actTable: { delta: Float32Array; zero: Float32Array } | null;
 }
 
@@ -98,7 +99,7 @@ function buildOperand(weight: Tensor, p: FakeQuantParams, colFactor: Tensor | nu
   const O = weight.shape[0]!, K = weight.numel / O;
   const device = weight.device;
   const onDevice = quantizeCodes(weight, p, p.qmin < 0 ? 'i8' : 'u8');
-  const codes = device === 'cpu' ? onDevice : moveRaw(onDevice, 'cpu');
+  const codes = moveRaw(onDevice, 'cpu');  // the same tensor on the CPU
   if (codes !== onDevice) onDevice.dispose();
   const q = codes.cpuData() as Int8Array | Uint8Array;
   const zs = f32Values(p.zeroPoint);
@@ -164,10 +165,9 @@ function operandsOf(weight: Tensor, wq: AnyWeightQuantizer, conv: boolean): Oper
 }
 
 /** The static activation quantization of the current step entry; unsigned ranges shifted by -128 (exact: q - z unchanged). */
-function actQuantOf(aq: ActivationQuantizer, table: Part['actTable']): ActQuant {
+function actQuantOf(aq: ActivationQuantizer, table: NonNullable<Part['actTable']>): ActQuant {
   const k = aq.stepEntry();
-  const scale = table ? table.delta[k]! : (aq.delta.cpuData() as Float32Array)[aq.delta.offset + k]!;
-  const zero = table ? table.zero[k]! : (aq.zero_point.cpuData() as Float32Array)[aq.zero_point.offset + k]!;
+  const scale = table.delta[k]!, zero = table.zero[k]!;
   const shift = aq.spec.qmax > 127 ? 128 : 0;
   return { scale, zeroPoint: zero - shift, qmin: aq.spec.qmin - shift, qmax: aq.spec.qmax - shift };
 }
@@ -211,13 +211,13 @@ function integerForward(layer: QuantLayer, state: LayerState, staticAct: boolean
       let y: Tensor;
       if (layer instanceof QuantLinear) {
         const part = state.parts[0]!, op = operandFor(part);
-        y = quantLinear(x32, op.packed, part.act && staticAct ? actQuantOf(part.act, part.actTable) : 'dynamic', { bias, ...(op.colFactor ? { colFactor: op.colFactor } : {}) });
+        y = quantLinear(x32, op.packed, part.act && staticAct ? actQuantOf(part.act, part.actTable!) : 'dynamic', { bias, ...(op.colFactor ? { colFactor: op.colFactor } : {}) });
       } else {
         const conv = layer as QuantConv2d;
         const outs = state.parts.map((part, i) => {
           const op = operandFor(part);
           const xi = part.channels ? contiguous(slice(x32, 1, part.channels[0], part.channels[1])) : x32;
-          return quantConv2d(xi, op.packed, conv.kernelSize, staticAct ? actQuantOf(part.act!, part.actTable) : dynamicTensorAct(xi, op.colFactor), {
+          return quantConv2d(xi, op.packed, conv.kernelSize, staticAct ? actQuantOf(part.act!, part.actTable!) : dynamicTensorAct(xi, op.colFactor), {
             ...(i === 0 && bias ? { bias } : {}), ...(op.colFactor ? { colFactor: op.colFactor } : {}),
             stride: conv.stride, padding: conv.padding, dilation: conv.dilation,
           });
@@ -262,8 +262,7 @@ export function toIntegerExecution(model: Module, opts: IntegerExecutionOptions 
       for (const [w, wq, aq, channels] of specs) {
         const ops = operandsOf(w, wq, isConv);
         if (typeof ops === 'string') { reason = ops; break; }
-        // Host copies off the CPU, and for half-precision tables (cpuData() would be raw 16-bit words).
-        const actTable = aq && (device !== 'cpu' || aq.delta.dtype !== 'f32' || aq.zero_point.dtype !== 'f32') ? { delta: aq.delta.data() as Float32Array, zero: aq.zero_point.data() as Float32Array } : null;
+        const actTable = aq ? { delta: aq.delta.data() as Float32Array, zero: aq.zero_point.data() as Float32Array } : null;
         parts.push({ operands: ops, weightQuantizer: wq, act: aq, channels, actTable });
       }
     });

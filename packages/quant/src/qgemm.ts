@@ -91,9 +91,9 @@ export function packWeights(codes: Tensor, scale: Tensor, zeroPoint?: Tensor): P
   const n = codes.shape[0]!, k = codes.numel / Math.max(n, 1);
   if (n < 1 || k < 1) throw new ShapeError(`${op}: empty weight ${shapeStr(codes.shape)}`);
   const device = codes.device;
+  if (device !== 'cpu' && codes.ndim === 4) return packConvWeightsIm2row(codes, scale, zeroPoint);
   const sc = vec(scale, n, 'scale', op, device)!.clone();
   const zp = zeroPoint ? vec(zeroPoint, n, 'zeroPoint', op, device)!.clone() : undefined;
-  if (device !== 'cpu' && codes.ndim === 4) { sc.dispose(); zp?.dispose(); return packConvWeightsIm2row(codes, scale, zeroPoint); }
   const bytes = packedBytes(device, n, k, bits);
   const packed = empty([bytes], 'i8', device), rowSums = empty([n], 'i32', device);
   kernel('qgemmPackWeights', contiguous(codes), packed, rowSums, bits);
@@ -242,7 +242,6 @@ function im2rowConv2d(x: Tensor, w: PackedWeights, a: ReturnType<typeof checkAct
   const op = 'quantConv2d';
   const [N, C] = x.shape as [number, number, number, number];
   const device = x.device;
-  if (!w.conv?.im2row && g.kh * g.kw > 1) throw new ArgumentError(`${op}: the im2row path needs weights from packConvWeightsIm2row`);
   const bias = vec(opts.bias, w.n, 'bias', op, device);
   const out = empty([N, g.OH, g.OW, w.n], device === 'cpu' ? 'f32' : x.dtype, device);
   if (N === 0) return contiguous(permute(out, [0, 3, 1, 2]));

@@ -99,33 +99,32 @@ export function fitScaleZero(values: ArrayLike<number>, count: number, index: (i
     for (let p = 0; p < count; p++) { const r = rangeToScaleZero(mins[p]!, maxs[p]!, spec); scale[p] = r.scale; zero[p] = r.zero; }
     return { scale, zero };
   }
-  const best = new Float64Array(count).fill(Infinity);
+  // Candidate c scales the range by 1 - 0.01 c; err[c * count + p] sums |x - x_hat|^2.4 over group p.
+  const CANDIDATES = 80;
+  const cs = new Float32Array(CANDIDATES * count), cz = new Float32Array(CANDIDATES * count);
+  for (let c = 0; c < CANDIDATES; c++) {
+    const f = 1 - 0.01 * c;
+    for (let p = 0; p < count; p++) { const r = rangeToScaleZero(mins[p]! * f, maxs[p]! * f, spec); cs[c * count + p] = r.scale; cz[c * count + p] = r.zero; }
+  }
+  let err: Float64Array;
   const rowLength = opts.rowLength ?? (count === 1 ? values.length : undefined);
   if (!opts.js && rowLength !== undefined && rowLength * count === values.length && values.length >= 4096) {
-    const CANDIDATES = 80;
-    const cs = new Float32Array(CANDIDATES * count), cz = new Float32Array(CANDIDATES * count);
-    for (let c = 0; c < CANDIDATES; c++) {
-      const f = 1 - 0.01 * c;
-      for (let p = 0; p < count; p++) { const r = rangeToScaleZero(mins[p]! * f, maxs[p]! * f, spec); cs[c * count + p] = r.scale; cz[c * count + p] = r.zero; }
-    }
     const x = values instanceof Float32Array ? values : Float32Array.from(values);
-    const err = kernel('quantMseErrors', tensor(x), tensor(cs), tensor(cz), count, spec.qmin, spec.qmax) as Float64Array;
+    err = kernel('quantMseErrors', tensor(x), tensor(cs), tensor(cz), count, spec.qmin, spec.qmax) as Float64Array;
+  } else {
+    err = new Float64Array(CANDIDATES * count);
     for (let c = 0; c < CANDIDATES; c++)
-      for (let p = 0; p < count; p++) if (err[c * count + p]! < best[p]!) { best[p] = err[c * count + p]!; scale[p] = cs[c * count + p]!; zero[p] = cz[c * count + p]!; }
-    return { scale, zero };
+      for (let i = 0; i < values.length; i++) {
+        const k = c * count + index(i), v = values[i]!;
+        err[k] += Math.abs(v - fakeQuantJs(v, cs[k]!, cz[k]!, spec.qmin, spec.qmax)) ** 2.4;
+      }
   }
-  const err = new Float64Array(count);
-  const cs = new Float64Array(count), cz = new Float64Array(count);
-  for (let c = 0; c < 80; c++) {
-    const f = 1 - 0.01 * c;
-    for (let p = 0; p < count; p++) { const r = rangeToScaleZero(mins[p]! * f, maxs[p]! * f, spec); cs[p] = Math.fround(r.scale); cz[p] = r.zero; }
-    err.fill(0);
-    for (let i = 0; i < values.length; i++) {
-      const p = index(i), v = values[i]!;
-      err[p] += Math.abs(v - fakeQuantJs(v, cs[p]!, cz[p]!, spec.qmin, spec.qmax)) ** 2.4;
+  const best = new Float64Array(count).fill(Infinity);
+  for (let c = 0; c < CANDIDATES; c++)
+    for (let p = 0; p < count; p++) {
+      const k = c * count + p;
+      if (err[k]! < best[p]!) { best[p] = err[k]!; scale[p] = cs[k]!; zero[p] = cz[k]!; }
     }
-    for (let p = 0; p < count; p++) if (err[p]! < best[p]!) { best[p] = err[p]!; scale[p] = cs[p]!; zero[p] = cz[p]!; }
-  }
   return { scale, zero };
 }
 

@@ -43,6 +43,15 @@ describe('quantizeAttention on a single Attention module', () => {
   const heads = 2, dimHead = 4, C = 8;
   const make = () => { manualSeed(3); return new Attention(C, { heads, dimHead, normNumGroups: 2, residualConnection: true, bias: true }); };
   const x = randn([2, C, 3, 3], { seed: 9 });
+  /** 4-bit Q/K/V/P quantizers with fixed step sizes, enabled. */
+  const enabled4Bit = () => {
+    const m = make();
+    quantizeAttention(m, { bits: 4, granularity: 'tensor' }, { probs: { bits: 4, granularity: 'tensor', signed: false } });
+    const q = m.operandHook as AttentionQuantizer;
+    (q.act_q.delta.cpuData() as Float32Array).set([0.05]); (q.act_k.delta.cpuData() as Float32Array).set([0.07]); (q.act_v.delta.cpuData() as Float32Array).set([0.03]); (q.act_probs!.delta.cpuData() as Float32Array).set([1 / 15]);
+    for (const a of q.quantizers()) a.enabled = true;
+    return { m, q };
+  };
 
   it('uncalibrated quantizers pass the operands through: the output equals the plain module', () => {
     const plain = make(), hooked = make();
@@ -53,11 +62,7 @@ describe('quantizeAttention on a single Attention module', () => {
   });
 
   it('enabled quantizers: the products see fake-quantized Q, K, V and P (checked by recomputing them)', () => {
-    const m = make();
-    quantizeAttention(m, { bits: 4, granularity: 'tensor' }, { probs: { bits: 4, granularity: 'tensor', signed: false } });
-    const q = m.operandHook as AttentionQuantizer;
-    (q.act_q.delta.cpuData() as Float32Array).set([0.05]); (q.act_k.delta.cpuData() as Float32Array).set([0.07]); (q.act_v.delta.cpuData() as Float32Array).set([0.03]); (q.act_probs!.delta.cpuData() as Float32Array).set([1 / 15]);
-    for (const a of q.quantizers()) a.enabled = true;
+    const { m, q } = enabled4Bit();
     const got = noGrad(() => m.call(x) as Tensor);
     const want = noGrad(() => {
       const tokens = transpose(reshape(x, [2, C, 9]), 1, 2);
@@ -97,11 +102,7 @@ describe('quantizeAttention on a single Attention module', () => {
   });
 
   it('LSQ: gradients reach every step size through both products', () => {
-    const m = make();
-    quantizeAttention(m, { bits: 4, granularity: 'tensor' }, { probs: { bits: 4, granularity: 'tensor', signed: false } });
-    const q = m.operandHook as AttentionQuantizer;
-    (q.act_q.delta.cpuData() as Float32Array).set([0.05]); (q.act_k.delta.cpuData() as Float32Array).set([0.07]); (q.act_v.delta.cpuData() as Float32Array).set([0.03]); (q.act_probs!.delta.cpuData() as Float32Array).set([1 / 15]);
-    for (const a of q.quantizers()) a.enabled = true;
+    const { m, q } = enabled4Bit();
     const y = m.call(x) as Tensor;
     sum(mul(y, y)).backward();
     for (const a of q.quantizers()) {
