@@ -35,6 +35,8 @@ export interface QdmAddon {
   qgemmPackWeights(codes: NativeView, packed: NativeView, rowSums: NativeView, bits: 8 | 4): void;
   qgemmQuantizeActs(x: NativeView, codes: NativeView, scaleOut: NativeView, zeroOut: NativeView, dynamic: boolean, scale: number, zero: number, qmin: number, qmax: number, colFactor: NativeView | null): void;
   qgemmLinear(codes: NativeView, actScale: NativeView, actZero: NativeView, packed: NativeView, rowSums: NativeView, wScale: NativeView, wZero: NativeView | null, bias: NativeView | null, out: NativeView, bits: 8 | 4, lowRankXa: NativeView | null, lowRankB: NativeView | null): void;
+  /** qgemmQuantizeActs + qgemmLinear in one pass (CPU only): each row is quantized as it is packed. */
+  qgemmLinearQuantizing(x: NativeView, scaleOut: NativeView, zeroOut: NativeView, dynamic: boolean, scale: number, zero: number, qmin: number, qmax: number, colFactor: NativeView | null, packed: NativeView, rowSums: NativeView, wScale: NativeView, wZero: NativeView | null, bias: NativeView | null, out: NativeView, bits: 8 | 4, lowRankXa: NativeView | null, lowRankB: NativeView | null): void;
   qgemmConv2d(x: NativeView, packed: NativeView, rowSums: NativeView, wScale: NativeView, wZero: NativeView | null, bias: NativeView | null, out: NativeView, bits: 8 | 4, kh: number, kw: number, strideH: number, strideW: number, padH: number, padW: number, dilH: number, dilW: number, scale: number, zero: number, qmin: number, qmax: number, colFactor: NativeView | null): void;
   qgemmKernelInfo(): { name: string; mr: number; nr: number; available: string[] };
   forceQgemmKernel(name: 'auto' | 'avx512-vnni' | 'avx2' | 'scalar'): boolean;

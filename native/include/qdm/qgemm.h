@@ -75,6 +75,13 @@ void gemm(const Activations& a, const Weights& w, float* out, int64_t rsT, int64
 void quantizeActivations(const float* x, int64_t T, int64_t K, bool dynamic, float scale, float zero, float qmin,
                          float qmax, const float* col, int8_t* codes, float* scaleOut, float* zeroOut);
 
+// quantizeActivations and gemm in one pass over x: each row is quantized as the GEMM packs it (no
+// code matrix). Same codes, scales and output as the two calls; scaleOut/zeroOut [T] receive the
+// activation parameters. out: [T, w.n] contiguous.
+void linearQuantizing(const float* x, int64_t T, int64_t K, bool dynamic, float scale, float zero, float qmin, float qmax,
+                      const float* col, const Weights& w, float* out, float* scaleOut, float* zeroOut,
+                      const float* lowRankXa = nullptr, const float* lowRankB = nullptr, int64_t lowRank = 0);
+
 struct QConvParams { int64_t kh, kw, strideH = 1, strideW = 1, padH = 0, padW = 0, dilH = 1, dilW = 1; };
 // x: f32 [N, C, H, W] contiguous; weights [O, C*kh*kw] packed; out f32 [N, O, OH, OW]. The input is
 // quantized once with the static per-tensor (scale, zero, qmin, qmax); col (length C, or null) is
@@ -111,7 +118,12 @@ using EpilogueRows = void (*)(const int32_t* acc, int m, const float* sa, const 
 // W8 activation packing for w8Abs kernels: one micro-panel from rows[i] (i < mr), each kg * 4 codes
 // (zero-padded), in the layout above (codes, then absolute values, per group).
 using PackAbs = void (*)(const int8_t* const* rows, int64_t kg, int8_t* dst);
-struct KernelDesc { const char* name; int mr; int w8ActBias; bool w8Abs; MicroKernel w8, w4; QuantRow quantRow; AbsMax absMax; EpilogueRows epilogue; PackAbs packAbs; };
+// A full W8 tile (mr rows, 16 columns, contiguous output rows) in the zero-point-free case, with the
+// epilogue applied in registers: out[i * rsT + j] = float(sum) * (sa[i] * sw[j]) + bias[j], the
+// EpilogueRows arithmetic with rowConst 0. Optional (null: micro-kernel + EpilogueRows).
+using W8Scaled = void (*)(int64_t kg, const int8_t* a, const uint8_t* w, const float* sa, const float* sw, const float* bias,
+                          float* out, int64_t rsT);
+struct KernelDesc { const char* name; int mr; int w8ActBias; bool w8Abs; MicroKernel w8, w4; QuantRow quantRow; AbsMax absMax; EpilogueRows epilogue; PackAbs packAbs; W8Scaled w8Scaled = nullptr; };
 void epilogueRowsAvx2(const int32_t* acc, int m, const float* sa, const int32_t* rowConst, const float* sw, const float* bias, float* out, int64_t rsT);
 void quantRowScalar(const float* x, int64_t K, float s, const float* col, float z, float qmin, float qmax, float shift, int8_t* out);
 float absMaxScalar(const float* x, const float* col, int64_t K);

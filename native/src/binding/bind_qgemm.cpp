@@ -36,6 +36,17 @@ qg::Weights weightsArg(Napi::Env env, const Napi::CallbackInfo& info, size_t at,
           optF32(env, info[at + 4], "bias", n), n, k, bits};
 }
 
+// The optional low-rank branch (xa f32 [T, r], b f32 [r, N]) at info[at], info[at + 1].
+void lowRankArg(Napi::Env env, const Napi::CallbackInfo& info, size_t at, int64_t T, int64_t N, qg::Activations& a) {
+  if (info[at].IsNull() || info[at].IsUndefined()) return;
+  View xa = needDense(env, info[at], "lowRank xa", DType::F32), b = needDense(env, info[at + 1], "lowRank b", DType::F32);
+  if (xa.ndim != 2 || b.ndim != 2 || xa.shape[0] != T || b.shape[1] != N || xa.shape[1] != b.shape[0])
+    throwCode(env, "QDM_SHAPE_MISMATCH", "qgemmLinear: low-rank xa [T, r] and b [r, N] expected");
+  a.lowRankXa = xa.ptr<float>();
+  a.lowRankB = b.ptr<float>();
+  a.lowRank = xa.shape[1];
+}
+
 // qgemmPackedBytes(n, k, bits) -> number
 Napi::Value PackedBytes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -89,15 +100,30 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
     qg::Weights w = weightsArg(env, info, 3, N, K, static_cast<int>(intArg(info, 9)));
     qg::Activations a{codes.ptr<int8_t>(), T, K, sa.ptr<float>(), za.ptr<float>(), sa.numel() == T ? 1 : 0};
     if (T == 1) a.scaleStride = 0;
-    if (!info[10].IsNull() && !info[10].IsUndefined()) {
-      View xa = needDense(env, info[10], "lowRank xa", DType::F32), b = needDense(env, info[11], "lowRank b", DType::F32);
-      if (xa.ndim != 2 || b.ndim != 2 || xa.shape[0] != T || b.shape[1] != N || xa.shape[1] != b.shape[0])
-        throwCode(env, "QDM_SHAPE_MISMATCH", "qgemmLinear: low-rank xa [T, r] and b [r, N] expected");
-      a.lowRankXa = xa.ptr<float>();
-      a.lowRankB = b.ptr<float>();
-      a.lowRank = xa.shape[1];
-    }
+    lowRankArg(env, info, 10, T, N, a);
     qg::gemm(a, w, out.ptr<float>(), N, 1, true);
+    return env.Undefined();
+  });
+}
+
+// qgemmLinearQuantizing(x f32 [T,K], scaleOut f32 [T], zeroOut f32 [T], dynamic, scale, zero, qmin, qmax, col|null,
+//                       packed, rowSums, wScale, wZero|null, bias|null, out f32 [T,N], bits, xa f32 [T,r]|null, b f32 [r,N]|null)
+// qgemmQuantizeActs + qgemmLinear without the code matrix (the activation parameters land in scaleOut / zeroOut).
+Napi::Value LinearQuantizing(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&] {
+    View x = needDense(env, info[0], "x", DType::F32), out = needDense(env, info[14], "out", DType::F32);
+    if (x.ndim != 2 || out.ndim != 2 || out.shape[0] != x.shape[0]) throwCode(env, "QDM_SHAPE_MISMATCH", "qgemmLinearQuantizing: x [T, K] and out [T, N] expected");
+    const int64_t T = x.shape[0], K = x.shape[1], N = out.shape[1];
+    float* so = const_cast<float*>(optF32(env, info[1], "scaleOut", T));
+    float* zo = const_cast<float*>(optF32(env, info[2], "zeroOut", T));
+    if (!so || !zo) throwCode(env, "QDM_BAD_ARGUMENT", "qgemmLinearQuantizing: scaleOut and zeroOut are required");
+    qg::Weights w = weightsArg(env, info, 9, N, K, static_cast<int>(intArg(info, 15)));
+    qg::Activations lr{nullptr, T, K, nullptr, nullptr, 0};
+    lowRankArg(env, info, 16, T, N, lr);
+    qg::linearQuantizing(x.ptr<float>(), T, K, boolArg(info, 3), float(numberArg(info, 4, 1.0)), float(numberArg(info, 5)),
+                         float(numberArg(info, 6, -128)), float(numberArg(info, 7, 127)), optF32(env, info[8], "colFactor", K), w,
+                         out.ptr<float>(), so, zo, lr.lowRankXa, lr.lowRankB, lr.lowRank);
     return env.Undefined();
   });
 }
@@ -152,6 +178,7 @@ void registerQGemm(Napi::Env env, Napi::Object exports) {
   QDM_EXPORT(exports, "qgemmPackWeights", PackWeights);
   QDM_EXPORT(exports, "qgemmQuantizeActs", QuantizeActs);
   QDM_EXPORT(exports, "qgemmLinear", Linear);
+  QDM_EXPORT(exports, "qgemmLinearQuantizing", LinearQuantizing);
   QDM_EXPORT(exports, "qgemmConv2d", Conv2d);
   QDM_EXPORT(exports, "qgemmKernelInfo", KernelInfo);
   QDM_EXPORT(exports, "forceQgemmKernel", ForceKernel);

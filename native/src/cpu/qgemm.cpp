@@ -89,6 +89,7 @@ void packRowsPlain(const int8_t* const* rows, int mr, int64_t kg, int8_t* dst) {
 
 // Packs activation micro-panels [p0, p1) (mr rows each, groups of 4 k; W8 with w8Abs: each group
 // followed by the absolute values, written by the kernel's packAbs); rowSum[t] = sum_k qa[t, k].
+// rowSum is only written when wanted (W4's nibble bias and weight zero points need it).
 void packActivations(const Activations& a, int64_t K, const KernelDesc& kd, bool abs, int8_t* dst, int32_t* rowSum, int64_t p0, int64_t p1) {
   const int mr = kd.mr;
   const int64_t kg = groupsOf(K), panel = kg * 4 * mr * (abs ? 2 : 1);
@@ -112,9 +113,11 @@ void packActivations(const Activations& a, int64_t K, const KernelDesc& kd, bool
         std::memset(d + K, 0, static_cast<size_t>(kg * 4 - K));
         s = d;
       }
-      int32_t sum = 0;  // a plain loop over the row (vectorized by the compiler)
-      for (int64_t k = 0; k < K; ++k) sum += s[k];
-      rowSum[t] = sum;
+      if (rowSum) {
+        int32_t sum = 0;  // a plain loop over the row (vectorized by the compiler)
+        for (int64_t k = 0; k < K; ++k) sum += s[k];
+        rowSum[t] = sum;
+      }
       rows[i] = s;
     }
     if (abs) kd.packAbs(rows, kg, dst + p * panel);
@@ -265,10 +268,18 @@ void gemm(const Activations& a, const Weights& w, float* out, int64_t rsT, int64
   rowSumA.resize(static_cast<size_t>(T));
   int8_t* ap = apack.data();
   int32_t* rsa = rowSumA.data();
-  if (par) parallelFor(aPanels, 16, [&](int64_t p0, int64_t p1) { packActivations(a, K, kd, withAbs, ap, rsa, p0, p1); });
-  else packActivations(a, K, kd, withAbs, ap, rsa, 0, aPanels);
+  // Symmetric W8 without weight zero points never reads the activation row sums.
+  int32_t* const rsWanted = (w.bits == 4 || w.zero) ? rsa : nullptr;
+  if (par) parallelFor(aPanels, 16, [&](int64_t p0, int64_t p1) { packActivations(a, K, kd, withAbs, ap, rsWanted, p0, p1); });
+  else packActivations(a, K, kd, withAbs, ap, rsWanted, 0, aPanels);
 
   const MicroKernel uk = w.bits == 8 ? kd.w8 : kd.w4;
+  // Full tiles of symmetric W8 without zero points or a low-rank term take the kernel's fused
+  // epilogue when it has one (most tiles of a dynamic per-token or calibrated symmetric layer).
+  bool scaledTiles = kd.w8Scaled && w.bits == 8 && rsO == 1 && !w.zero && kd.w8ActBias == 0 && a.lowRank == 0;
+  for (int64_t t = 0; scaledTiles && t < (a.scaleStride ? T : 1); ++t) scaledTiles = a.zero[t * a.scaleStride] == 0.0f;
+  float saTensor[16];  // per-tensor scale, spread over a tile's rows
+  std::fill(saTensor, saTensor + 16, a.scale[0]);
   const int64_t MC = static_cast<int64_t>(mr) * 16, PG = 8;  // 64 rows x 8 panels (swept on the EPYC: flat within noise)
   const int64_t rowBlocks = (T + MC - 1) / MC, colGroups = (wPanels + PG - 1) / PG;
   auto task = [&](int64_t tIdx) {
@@ -284,6 +295,10 @@ void gemm(const Activations& a, const Weights& w, float* out, int64_t rsT, int64
         // Start the output rows' cache-line fetches (for writing) now, under the micro-kernel: the
         // epilogue's stores would otherwise miss and hold up the store queue (about 1.5 % at K = 320).
         if (rsO == 1) for (int i = 0; i < mr && t0 + i < T; ++i) __builtin_prefetch(out + (t0 + i) * rsT + p * kQPanel, 1);
+        if (scaledTiles && n == kQPanel && t0 + mr <= T) {
+          kd.w8Scaled(kg, ap + (t0 / mr) * aPanelBytes, wp, a.scaleStride ? a.scale + t0 : saTensor, pt.sw, pt.bias, out + t0 * rsT + p * kQPanel, rsT);
+          continue;
+        }
         uk(kg, ap + (t0 / mr) * aPanelBytes, wp, acc);
         epilogue(acc, mr, static_cast<int>(std::min<int64_t>(mr, T - t0)), n, t0, a, rsa, pt, w.bits, kd.w8ActBias,
                  out + p * kQPanel * rsO, rsT, rsO, kd.epilogue);
@@ -294,31 +309,59 @@ void gemm(const Activations& a, const Weights& w, float* out, int64_t rsT, int64
   else for (int64_t t = 0; t < rowBlocks * colGroups; ++t) task(t);
 }
 
-void quantizeActivations(const float* x, int64_t T, int64_t K, bool dynamic, float scale, float zero, float qmin,
-                         float qmax, const float* col, int8_t* codes, float* scaleOut, float* zeroOut) {
-  if (!dynamic && !(scale > 0.0f)) throw KernelError("QDM_BAD_ARGUMENT", "quantizeActivations: the scale must be positive");
-  if (dynamic && !(qmax >= 1.0f && qmax <= 127.0f)) throw KernelError("QDM_BAD_ARGUMENT", "quantizeActivations: dynamic qmax must lie in [1, 127]");
+namespace {
+// The checks and the per-row arithmetic shared by quantizeActivations and linearQuantizing.
+struct RowQuantizer {
+  const KernelDesc& kd;
+  bool dynamic;
+  float scale, zero, qmin, qmax, shift;
+  const float* col;
+  void operator()(const float* xr, int64_t K, int8_t* codes, float* scaleOut, float* zeroOut) const {
+    if (dynamic) {
+      float r = kd.absMax(xr, col, K) / qmax;
+      if (!(r > 0.0f) || !std::isfinite(r)) r = 1.0f;
+      kd.quantRow(xr, K, r, col, 0.0f, -qmax, qmax, 0.0f, codes);
+      *scaleOut = r;
+      *zeroOut = 0.0f;
+    } else {
+      kd.quantRow(xr, K, scale, col, zero, qmin, qmax, shift, codes);
+      *scaleOut = scale;
+      *zeroOut = zero - shift;
+    }
+  }
+};
+RowQuantizer rowQuantizer(const char* op, bool dynamic, float scale, float zero, float qmin, float qmax, const float* col) {
+  const std::string name(op);
+  if (!dynamic && !(scale > 0.0f)) throw KernelError("QDM_BAD_ARGUMENT", name + ": the scale must be positive");
+  if (dynamic && !(qmax >= 1.0f && qmax <= 127.0f)) throw KernelError("QDM_BAD_ARGUMENT", name + ": dynamic qmax must lie in [1, 127]");
   const float shift = (!dynamic && qmax > 127.0f) ? 128.0f : 0.0f;
   if (!dynamic && (qmin - shift < -128.0f || qmax - shift > 127.0f))
-    throw KernelError("QDM_BAD_ARGUMENT", "quantizeActivations: the range [" + std::to_string(qmin) + ", " + std::to_string(qmax) + "] does not fit 8 bits");
-  const KernelDesc& kd = active();
-  auto rows = [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const float* xr = x + t * K;
-      if (dynamic) {
-        float r = kd.absMax(xr, col, K) / qmax;
-        if (!(r > 0.0f) || !std::isfinite(r)) r = 1.0f;
-        kd.quantRow(xr, K, r, col, 0.0f, -qmax, qmax, 0.0f, codes + t * K);
-        scaleOut[t] = r;
-        zeroOut[t] = 0.0f;
-      } else {
-        kd.quantRow(xr, K, scale, col, zero, qmin, qmax, shift, codes + t * K);
-        scaleOut[t] = scale;
-        zeroOut[t] = zero - shift;
-      }
-    }
+    throw KernelError("QDM_BAD_ARGUMENT", name + ": the range [" + std::to_string(qmin) + ", " + std::to_string(qmax) + "] does not fit 8 bits");
+  return {active(), dynamic, scale, zero, qmin, qmax, shift, col};
+}
+}  // namespace
+
+void quantizeActivations(const float* x, int64_t T, int64_t K, bool dynamic, float scale, float zero, float qmin,
+                         float qmax, const float* col, int8_t* codes, float* scaleOut, float* zeroOut) {
+  const RowQuantizer q = rowQuantizer("quantizeActivations", dynamic, scale, zero, qmin, qmax, col);
+  parallelFor(T, std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) q(x + t * K, K, codes + t * K, scaleOut + t, zeroOut + t);
+  });
+}
+
+void linearQuantizing(const float* x, int64_t T, int64_t K, bool dynamic, float scale, float zero, float qmin, float qmax,
+                      const float* col, const Weights& w, float* out, float* scaleOut, float* zeroOut, const float* lowRankXa,
+                      const float* lowRankB, int64_t lowRank) {
+  if (K != w.k) throw KernelError("QDM_SHAPE_MISMATCH", "qgemmLinearQuantizing: x has " + std::to_string(K) + " features, the weights take " + std::to_string(w.k));
+  const RowQuantizer q = rowQuantizer("qgemmLinearQuantizing", dynamic, scale, zero, qmin, qmax, col);
+  // Each row is quantized when the GEMM packs it, straight into the packer's scratch: no code
+  // matrix is written or read back, and the row is still in L1 for the packer.
+  const RowFn quantRow = [&](int64_t t, int8_t* dst) -> const int8_t* {
+    q(x + t * K, K, dst, scaleOut + t, zeroOut + t);
+    return dst;
   };
-  parallelFor(T, std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)), rows);
+  Activations a{nullptr, T, K, scaleOut, zeroOut, 1, &quantRow, lowRankXa, lowRankB, lowRank};
+  gemm(a, w, out, w.n, 1, true);
 }
 
 void conv2d(const View& x, const Weights& w, const QConvParams& p, float scale, float zero, float qmin, float qmax,

@@ -170,7 +170,6 @@ export function quantLinear(x: Tensor, w: PackedWeights, act: ActSpec, opts: { b
   // The codes and every temporary are freed here rather than at the caller's scope end: a U-Net
   // forward outside tidy() would otherwise hold one code tensor per layer until collected.
   return tidy(() => {
-    const q = quantizeActivations(x, act, opts.colFactor);
     const bias = vec(opts.bias, w.n, 'bias', op, device);
     let xa: Tensor | null = null, b: Tensor | null = null;
     if (opts.lowRank) {
@@ -183,7 +182,16 @@ export function quantLinear(x: Tensor, w: PackedWeights, act: ActSpec, opts: { b
       if (xa.shape[0] !== T || xa.shape[1] !== b.shape[0]) throw new ShapeError(`${op}: low-rank xa ${shapeStr(xa.shape)} must be [${T}, ${b.shape[0]}]`);
     }
     const out = empty([T, w.n], device === 'cpu' ? 'f32' : x.dtype, device);
-    if (T > 0) kernel('qgemmLinear', q.codes.reshape([T, K]), q.scale, q.zeroPoint, w.packed, w.rowSums, w.scale, w.zeroPoint ?? null, bias, out, w.bits, xa, b);
+    if (T > 0 && device === 'cpu') {
+      // One pass: the CPU GEMM quantizes each row as it packs it (no code matrix).
+      const a = checkAct(act, op), col = vec(opts.colFactor, K, 'colFactor', op, device);
+      const scale = empty([T], 'f32', device), zeroPoint = empty([T], 'f32', device);
+      kernel('qgemmLinearQuantizing', floatIn(x).reshape([T, K]), scale, zeroPoint, a.dynamic, a.scale, a.zero, a.qmin, a.qmax, col,
+        w.packed, w.rowSums, w.scale, w.zeroPoint ?? null, bias, out, w.bits, xa, b);
+    } else if (T > 0) {
+      const q = quantizeActivations(x, act, opts.colFactor);
+      kernel('qgemmLinear', q.codes.reshape([T, K]), q.scale, q.zeroPoint, w.packed, w.rowSums, w.scale, w.zeroPoint ?? null, bias, out, w.bits, xa, b);
+    }
     return out.reshape([...x.shape.slice(0, -1), w.n]);
   });
 }

@@ -2,7 +2,7 @@
 // the vpmaddubsw saturation worst case), scalar vs AVX2 bit-for-bit, and quantLinear /
 // quantConv2d against the fake-quant float graph on the same codes.
 import { afterAll, describe, expect, it } from 'vitest';
-import { conv2d, enableGrad, getNumThreads, linear, noGrad, setNumThreads, tensor, type Tensor } from '@qdm/core';
+import { conv2d, empty, enableGrad, getNumThreads, kernel, linear, noGrad, setNumThreads, tensor, type Tensor } from '@qdm/core';
 import { fakeQuant, forceQgemmKernel, packConvWeightsIm2row, packWeights, qgemmKernelInfo, quantConv2d, quantLinear, quantizeActivations, quantizeCodes, type ActQuant } from '@qdm/quant';
 import { gauss, rng, roundHalfEven } from './helpers.js';
 
@@ -167,6 +167,61 @@ describe('qgemm scales, bias, colFactor, low rank', () => {
     const c = quantizeActivations(x, { dynamic: true, qmax: 7 }).codes.data();
     expect(Math.max(...c)).toBeLessThanOrEqual(7);
     expect(Math.min(...c)).toBeGreaterThanOrEqual(-7);
+  });
+});
+
+describe('quantLinear in one pass (CPU)', () => {
+  // quantLinear quantizes each row as the GEMM packs it; the two-step route writes the code matrix
+  // first (quantizeActivations, then the codes GEMM). Same codes, same scales, same output bits.
+  function twoStep(x: Tensor, w: ReturnType<typeof packWeights>, act: Parameters<typeof quantLinear>[2], opts: { bias?: Tensor; colFactor?: Tensor; xa?: Tensor; b?: Tensor; wZero?: Tensor }) {
+    const [T, K] = x.shape as [number, number];
+    const q = quantizeActivations(x, act, opts.colFactor);
+    const out = empty([T, w.n], 'f32');
+    kernel('qgemmLinear', q.codes.reshape([T, K]), q.scale, q.zeroPoint, w.packed, w.rowSums, w.scale, opts.wZero ?? w.zeroPoint ?? null, opts.bias ?? null, out, w.bits, opts.xa ?? null, opts.b ?? null);
+    return out.data();
+  }
+  const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+
+  for (const k of kernels) {
+    it(`${k}: dynamic, static u8 with a zero point, colFactor, bias, low rank, W8 and W4, odd sizes`, () => {
+      const r = rng(321);
+      for (const [T, K, N] of [[37, 70, 45], [64, 320, 48], [5, 3, 17], [130, 129, 33]] as Array<[number, number, number]>) {
+        const x = tensor(Float32Array.from({ length: T * K }, () => gauss(r) * 3), { shape: [T, K] });
+        const col = tensor(Float32Array.from({ length: K }, () => 0.5 + r()));
+        const bias = tensor(Float32Array.from({ length: N }, () => gauss(r)));
+        const xa = tensor(Float32Array.from({ length: T * 3 }, () => gauss(r)), { shape: [T, 3] }), b = tensor(Float32Array.from({ length: 3 * N }, () => gauss(r) * 0.1), { shape: [3, N] });
+        for (const bits of [8, 4] as const) {
+          const qmax = bits === 8 ? 127 : 7;
+          const w = packWeights(codesOf(ints(N * K, -qmax, qmax, r), [N, K], bits), tensor(Float32Array.from({ length: N }, () => 0.01 + 0.02 * r())));
+          const cases: Array<[Parameters<typeof quantLinear>[2], { bias?: Tensor; colFactor?: Tensor; xa?: Tensor; b?: Tensor }]> = [
+            ['dynamic', {}], ['dynamic', { bias, colFactor: col }], [{ scale: 0.05, zeroPoint: 120, qmin: 0, qmax: 255 }, { bias, colFactor: col }],
+            [{ scale: 0.05, zeroPoint: 0, qmin: -128, qmax: 127 }, { bias, xa, b }],
+          ];
+          for (const [act, o] of cases) {
+            const y = withKernel(k, () => quantLinear(x, w, act, { bias: o.bias, colFactor: o.colFactor, lowRank: o.b ? { xa: o.xa, b: o.b } : undefined }).data());
+            expect(same(y, withKernel(k, () => twoStep(x, w, act, o)))).toBe(true);
+          }
+        }
+      }
+    });
+  }
+
+  it('the fused W8 epilogue (full tiles, no zero points) rounds exactly as the separate one', () => {
+    // An all-zero weight zero-point vector turns the fused tiles off without changing the math.
+    const r = rng(11);
+    const T = 64, K = 96, N = 64;
+    const x = tensor(Float32Array.from({ length: T * K }, () => gauss(r)), { shape: [T, K] });
+    const w = packWeights(codesOf(ints(N * K, -127, 127, r), [N, K], 8), tensor(Float32Array.from({ length: N }, () => 0.003 + 0.01 * r())));
+    const bias = tensor(Float32Array.from({ length: N }, () => gauss(r)));
+    const fused = twoStep(x, w, 'dynamic', { bias });
+    expect(same(fused, twoStep(x, w, 'dynamic', { bias, wZero: tensor(new Float32Array(N)) }))).toBe(true);
+  });
+
+  it('fails cleanly on bad activation parameters', () => {
+    const w = packWeights(codesOf(ints(8 * 8, -7, 7, rng(1)), [8, 8], 8), tensor(new Float32Array(8).fill(0.1)));
+    const x = tensor(new Float32Array(16), { shape: [2, 8] });
+    expect(() => quantLinear(x, w, { scale: 0, zeroPoint: 0, qmin: -128, qmax: 127 })).toThrow(/scale must be positive/);
+    expect(() => quantLinear(x, w, { scale: 1, zeroPoint: 0, qmin: -300, qmax: 127 })).toThrow(/does not fit 8 bits/);
   });
 });
 
