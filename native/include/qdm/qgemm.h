@@ -112,7 +112,7 @@ using QuantRow = void (*)(const float* x, int64_t K, float s, const float* col, 
 using AbsMax = float (*)(const float* x, const float* col, int64_t K);
 // Epilogue of a full-width tile (16 columns, contiguous output rows) in the common case where the
 // integer correction is one constant per row: out[i * rsT + j] = float(acc[i][j] - rowConst[i]) *
-// (sa[i] * sw[j]) + bias[j], rounded exactly as the portable loop (no FMA contraction).
+// (sa[i] * sw[j]) + bias[j], rounded exactly as the portable loop (a multiply, then an add: no FMA).
 using EpilogueRows = void (*)(const int32_t* acc, int m, const float* sa, const int32_t* rowConst, const float* sw,
                               const float* bias, float* out, int64_t rsT);
 // W8 activation packing for w8Abs kernels: one micro-panel from rows[i] (i < mr), each kg * 4 codes

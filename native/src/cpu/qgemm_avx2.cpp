@@ -55,11 +55,19 @@ void w8x4(int64_t kg, const int8_t* a, const uint8_t* w, int32_t* acc) {
   });
 }
 
-// One output row of the fused epilogue: the arithmetic of epilogueRowsAvx2 with rowConst 0.
+// One output row of 16 sums: float(c) * (sa * sw) + bias with the portable loop's two roundings.
+// -mfma would let the compiler contract the multiply and the add into one FMA (one rounding),
+// which made AVX2 outputs differ from the scalar kernel's in the last bit; the empty asm pins the
+// product to a register, so the add cannot be fused with it.
+inline __m256 mulAdd2(__m256 x, __m256 s, __m256 b) {
+  __m256 p = _mm256_mul_ps(x, s);
+  asm("" : "+x"(p));
+  return _mm256_add_ps(p, b);
+}
 inline void scaleRow(__m256i c0, __m256i c1, float sa, __m256 sw0, __m256 sw1, __m256 b0, __m256 b1, float* out) {
   const __m256 s = _mm256_set1_ps(sa);
-  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c0), _mm256_mul_ps(s, sw0)), b0));
-  _mm256_storeu_ps(out + 8, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(c1), _mm256_mul_ps(s, sw1)), b1));
+  _mm256_storeu_ps(out, mulAdd2(_mm256_cvtepi32_ps(c0), _mm256_mul_ps(s, sw0), b0));
+  _mm256_storeu_ps(out + 8, mulAdd2(_mm256_cvtepi32_ps(c1), _mm256_mul_ps(s, sw1), b1));
 }
 
 // W8 tile with the common epilogue applied to the sums still in registers (no int32 round trip).
@@ -176,11 +184,8 @@ void epilogueRowsAvx2(const int32_t* acc, int m, const float* sa, const int32_t*
   const __m256 sw0 = _mm256_loadu_ps(sw), sw1 = _mm256_loadu_ps(sw + 8), b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
   for (int i = 0; i < m; ++i) {
     const __m256i c = _mm256_set1_epi32(rowConst[i]);
-    const __m256 s = _mm256_set1_ps(sa[i]);
-    const __m256 v0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i * kQPanel)), c));
-    const __m256 v1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i * kQPanel + 8)), c));
-    _mm256_storeu_ps(out + i * rsT, _mm256_add_ps(_mm256_mul_ps(v0, _mm256_mul_ps(s, sw0)), b0));
-    _mm256_storeu_ps(out + i * rsT + 8, _mm256_add_ps(_mm256_mul_ps(v1, _mm256_mul_ps(s, sw1)), b1));
+    const __m256i* r = reinterpret_cast<const __m256i*>(acc + i * kQPanel);
+    scaleRow(_mm256_sub_epi32(_mm256_loadu_si256(r), c), _mm256_sub_epi32(_mm256_loadu_si256(r + 1), c), sa[i], sw0, sw1, b0, b1, out + i * rsT);
   }
 }
 

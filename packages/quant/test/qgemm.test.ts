@@ -217,6 +217,18 @@ describe('quantLinear in one pass (CPU)', () => {
     expect(same(fused, twoStep(x, w, 'dynamic', { bias, wZero: tensor(new Float32Array(N)) }))).toBe(true);
   });
 
+  it('every kernel rounds the float epilogue alike: bit-identical outputs for real scales and bias', () => {
+    const r = rng(23);
+    const T = 67, K = 200, N = 50;
+    const x = tensor(Float32Array.from({ length: T * K }, () => gauss(r) * 2), { shape: [T, K] });
+    const w = packWeights(codesOf(ints(N * K, -127, 127, r), [N, K], 8), tensor(Float32Array.from({ length: N }, () => 0.001 + 0.01 * r())));
+    const bias = tensor(Float32Array.from({ length: N }, () => gauss(r)));
+    for (const act of ['dynamic', { scale: 0.03, zeroPoint: 0, qmin: -128, qmax: 127 }, { scale: 0.03, zeroPoint: 100, qmin: 0, qmax: 255 }] as const) {
+      const outs = kernels.map((k) => withKernel(k, () => quantLinear(x, w, act, { bias }).data()));
+      for (const y of outs.slice(1)) expect(same(y, outs[0]!)).toBe(true);
+    }
+  });
+
   it('fails cleanly on bad activation parameters', () => {
     const w = packWeights(codesOf(ints(8 * 8, -7, 7, rng(1)), [8, 8], 8), tensor(new Float32Array(8).fill(0.1)));
     const x = tensor(new Float32Array(16), { shape: [2, 8] });
