@@ -274,10 +274,12 @@ void gemm(const Activations& a, const Weights& w, float* out, int64_t rsT, int64
   else packActivations(a, K, kd, withAbs, ap, rsWanted, 0, aPanels);
 
   const MicroKernel uk = w.bits == 8 ? kd.w8 : kd.w4;
-  // Full tiles of symmetric W8 without zero points or a low-rank term take the kernel's fused
-  // epilogue when it has one (most tiles of a dynamic per-token or calibrated symmetric layer).
+  // Full W8 tiles without weight zero points or a low-rank term take the kernel's fused epilogue
+  // when it has one and every row shares one activation zero point (symmetric or calibrated per
+  // tensor: nearly every layer); the zero point's correction is then one int32 per column.
   bool scaledTiles = kd.w8Scaled && w.bits == 8 && rsO == 1 && !w.zero && kd.w8ActBias == 0 && a.lowRank == 0;
-  for (int64_t t = 0; scaledTiles && t < (a.scaleStride ? T : 1); ++t) scaledTiles = a.zero[t * a.scaleStride] == 0.0f;
+  for (int64_t t = 1; scaledTiles && t < (a.scaleStride ? T : 1); ++t) scaledTiles = a.zero[t * a.scaleStride] == a.zero[0];
+  const uint32_t zaShared = static_cast<uint32_t>(static_cast<int32_t>(a.zero[0]));
   float saTensor[16];  // per-tensor scale, spread over a tile's rows
   std::fill(saTensor, saTensor + 16, a.scale[0]);
   const int64_t MC = static_cast<int64_t>(mr) * 16, PG = 8;  // 64 rows x 8 panels (swept on the EPYC: flat within noise)
@@ -286,9 +288,11 @@ void gemm(const Activations& a, const Weights& w, float* out, int64_t rsT, int64
     const int64_t ib = tIdx / colGroups, gi = tIdx % colGroups;
     const int64_t r0 = ib * MC, r1 = std::min(T, r0 + MC);
     alignas(64) int32_t acc[16 * kQPanel];
+    int32_t colCorr[kQPanel];
     PanelTerms pt;
     for (int64_t p = gi * PG; p < std::min(wPanels, (gi + 1) * PG); ++p) {
       panelTerms(w, p, pt);
+      for (int j = 0; j < kQPanel; ++j) colCorr[j] = static_cast<int32_t>(zaShared * static_cast<uint32_t>(pt.rsW[j]));
       const uint8_t* wp = w.packed + p * pb;
       const int n = static_cast<int>(std::min<int64_t>(kQPanel, N - p * kQPanel));
       for (int64_t t0 = r0; t0 < r1; t0 += mr) {
@@ -296,7 +300,7 @@ void gemm(const Activations& a, const Weights& w, float* out, int64_t rsT, int64
         // epilogue's stores would otherwise miss and hold up the store queue (about 1.5 % at K = 320).
         if (rsO == 1) for (int i = 0; i < mr && t0 + i < T; ++i) __builtin_prefetch(out + (t0 + i) * rsT + p * kQPanel, 1);
         if (scaledTiles && n == kQPanel && t0 + mr <= T) {
-          kd.w8Scaled(kg, ap + (t0 / mr) * aPanelBytes, wp, a.scaleStride ? a.scale + t0 : saTensor, pt.sw, pt.bias, out + t0 * rsT + p * kQPanel, rsT);
+          kd.w8Scaled(kg, ap + (t0 / mr) * aPanelBytes, wp, colCorr, a.scaleStride ? a.scale + t0 : saTensor, pt.sw, pt.bias, out + t0 * rsT + p * kQPanel, rsT);
           continue;
         }
         uk(kg, ap + (t0 / mr) * aPanelBytes, wp, acc);

@@ -70,14 +70,16 @@ inline void scaleRow(__m256i c0, __m256i c1, float sa, __m256 sw0, __m256 sw1, _
   _mm256_storeu_ps(out + 8, mulAdd2(_mm256_cvtepi32_ps(c1), _mm256_mul_ps(s, sw1), b1));
 }
 
-// W8 tile with the common epilogue applied to the sums still in registers (no int32 round trip).
-void w8x4Scaled(int64_t kg, const int8_t* a, const uint8_t* w, const float* sa, const float* sw, const float* bias, float* out, int64_t rsT) {
+// W8 tile with the epilogue applied to the sums still in registers (no int32 round trip).
+void w8x4Scaled(int64_t kg, const int8_t* a, const uint8_t* w, const int32_t* colCorr, const float* sa, const float* sw, const float* bias,
+                float* out, int64_t rsT) {
   w8tile(kg, a, w, [=](__m256i c00, __m256i c01, __m256i c10, __m256i c11, __m256i c20, __m256i c21, __m256i c30, __m256i c31) {
     const __m256 sw0 = _mm256_loadu_ps(sw), sw1 = _mm256_loadu_ps(sw + 8), b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
-    scaleRow(c00, c01, sa[0], sw0, sw1, b0, b1, out);
-    scaleRow(c10, c11, sa[1], sw0, sw1, b0, b1, out + rsT);
-    scaleRow(c20, c21, sa[2], sw0, sw1, b0, b1, out + 2 * rsT);
-    scaleRow(c30, c31, sa[3], sw0, sw1, b0, b1, out + 3 * rsT);
+    const __m256i k0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colCorr)), k1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colCorr + 8));
+    scaleRow(_mm256_sub_epi32(c00, k0), _mm256_sub_epi32(c01, k1), sa[0], sw0, sw1, b0, b1, out);
+    scaleRow(_mm256_sub_epi32(c10, k0), _mm256_sub_epi32(c11, k1), sa[1], sw0, sw1, b0, b1, out + rsT);
+    scaleRow(_mm256_sub_epi32(c20, k0), _mm256_sub_epi32(c21, k1), sa[2], sw0, sw1, b0, b1, out + 2 * rsT);
+    scaleRow(_mm256_sub_epi32(c30, k0), _mm256_sub_epi32(c31, k1), sa[3], sw0, sw1, b0, b1, out + 3 * rsT);
   });
 }
 
