@@ -41,5 +41,11 @@ export interface QdmAddon {
   [name: string]: unknown;
 }
 
+/** Members of `addon.cuda` (CUDA builds only; bind_cuda_quant.cpp) that take no tensors. */
+export interface CudaQgemmControls {
+  /** W8 GEMM kernel: sets 'auto' | 'mma' | 'wgmma' (wgmma: sm_90 only, else QDM_UNSUPPORTED) or, without an argument, reads; returns the one in effect. */
+  qgemmCudaPath(path?: 'auto' | 'mma' | 'wgmma'): 'mma' | 'wgmma';
+}
+
 declare const addon: QdmAddon;
 export = addon;

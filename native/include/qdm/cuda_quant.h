@@ -67,6 +67,12 @@ struct QgemmArgs {
 // Throws KernelError("QDM_UNSUPPORTED", ...) for fp8 on a device below sm_89.
 void qgemm(const QgemmArgs& args);
 
+// Which kernel W8 GEMMs take: "mma" (mma.sync, the default everywhere) or "wgmma" (Hopper,
+// sm_90a; opt-in because it has not yet run on a GPU). path: "auto" (wgmma only when the device
+// is sm_90 and QDM_QGEMM_WGMMA=1, read once), "mma", "wgmma" (QDM_UNSUPPORTED unless sm_90), or
+// null to only ask. Returns the path now in effect on the current device. Process-wide.
+const char* qgemmCudaPath(const char* path);
+
 // Activation quantization of x [T, K] (f32/f16/bf16, contiguous) into codes [T, K] (i8 or f8e4m3,
 // row stride = codes.strides[0]), scaleOut/zeroOut f32 [T] (zeroOut may be null for fp8):
 //   int8 static:  code = clamp(rne(x / fp32(scale * col[k])) + zero, qmin, qmax) - shift,

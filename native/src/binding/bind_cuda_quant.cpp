@@ -261,6 +261,20 @@ Napi::Value QgKernelInfo(const Napi::CallbackInfo& info) {
   return Napi::Value(o);
   });
 }
+// qgemmCudaPath(path?: 'auto' | 'mma' | 'wgmma') -> 'mma' | 'wgmma': sets (or, without an argument,
+// only reads) the kernel W8 GEMMs take; returns the one in effect on the current device.
+Napi::Value QgCudaPath(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&] {
+    std::string path;
+    const bool set = info.Length() > 0 && !info[0].IsUndefined() && !info[0].IsNull();
+    if (set) {
+      if (!info[0].IsString()) throwCode(env, "QDM_BAD_ARGUMENT", "qgemmCudaPath: path must be 'auto', 'mma' or 'wgmma'");
+      path = info[0].As<Napi::String>().Utf8Value();
+    }
+    return Napi::Value(Napi::String::New(env, cuda::qgemmCudaPath(set ? path.c_str() : nullptr)));
+  });
+}
 }  // namespace
 
 void registerCudaQuant(Napi::Env env, Napi::Object cuda) {
@@ -274,6 +288,7 @@ void registerCudaQuant(Napi::Env env, Napi::Object cuda) {
   QDM_EXPORT(cuda, "qgemmLinear", QgLinear);
   QDM_EXPORT(cuda, "qgemmConv2d", QgConv2d);
   QDM_EXPORT(cuda, "qgemmKernelInfo", QgKernelInfo);
+  QDM_EXPORT(cuda, "qgemmCudaPath", QgCudaPath);
 }
 #endif
 }  // namespace qdm::binding
