@@ -275,6 +275,19 @@ Napi::Value QgCudaPath(const Napi::CallbackInfo& info) {
     return Napi::Value(Napi::String::New(env, cuda::qgemmCudaPath(set ? path.c_str() : nullptr)));
   });
 }
+// qgemmWgmmaLayoutCheck(seed, mutation = 0) -> { outputs, mismatches, firstError }: the host-side
+// emulation of the wgmma path's layout (no GPU used).
+Napi::Value QgWgmmaLayoutCheck(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&] {
+    const auto r = cuda::qgemmWgmmaLayoutCheck(static_cast<uint32_t>(intArg(info, 0)), static_cast<int>(intArg(info, 1, 0)));
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("outputs", static_cast<double>(r.outputs));
+    o.Set("mismatches", static_cast<double>(r.mismatches));
+    o.Set("firstError", r.firstError);
+    return Napi::Value(o);
+  });
+}
 }  // namespace
 
 void registerCudaQuant(Napi::Env env, Napi::Object cuda) {
@@ -289,6 +302,7 @@ void registerCudaQuant(Napi::Env env, Napi::Object cuda) {
   QDM_EXPORT(cuda, "qgemmConv2d", QgConv2d);
   QDM_EXPORT(cuda, "qgemmKernelInfo", QgKernelInfo);
   QDM_EXPORT(cuda, "qgemmCudaPath", QgCudaPath);
+  QDM_EXPORT(cuda, "qgemmWgmmaLayoutCheck", QgWgmmaLayoutCheck);
 }
 #endif
 }  // namespace qdm::binding
