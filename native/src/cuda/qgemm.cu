@@ -708,6 +708,8 @@ void qgemm(const QgemmArgs& A) {
   if (fp8 && (A.aZero || A.wZero)) throw KernelError("QDM_BAD_ARGUMENT", "qgemm: the fp8 path has no zero points");
   if (!isFloat(A.out.dtype)) throw KernelError("QDM_BAD_DTYPE", std::string("qgemm: out must be f32, f16 or bf16, got ") + dtypeName(A.out.dtype));
   if (A.M == 0 || A.N == 0) return;
+  const bool wgmma = A.wbits == 8 && useWgmma();
+  if (wgmma) requireSm90("qgemm");  // forced on another device that is no longer current; before any allocation
 
   KParams p{};
   p.M = A.M; p.N = A.N; p.K = A.K;
@@ -742,8 +744,7 @@ void qgemm(const QgemmArgs& A) {
   }
   p.aRowSums = aSums;
 
-  if (A.wbits == 8 && useWgmma()) {
-    requireSm90("qgemm");  // a path forced on another device, which later became current
+  if (wgmma) {
     if (fp8) launchWgmma<true>(p); else launchWgmma<false>(p);
   } else if (fp8) { if (A.wbits == 8) launchKind<true, 8>(p); else launchKind<true, 4>(p); }
   else { if (A.wbits == 8) launchKind<false, 8>(p); else launchKind<false, 4>(p); }
