@@ -8,6 +8,8 @@
 // quantizes them), weights packed once, untimed. Timing: `reps` calls captured into one CUDA
 // graph (so the JS dispatch cost is not measured, as the peer's back-to-back launches), replayed
 // several times; the median replay / reps. Exits 0 with a skip line when there is no CUDA device.
+// On sm_90 the W8 rows are also timed on the opt-in wgmma kernel (qgemmCudaPath('wgmma')), after a
+// check that its output equals the mma.sync kernel's (int8 bit for bit, fp8 to 1e-3).
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -25,6 +27,8 @@ if (why !== null) {
 }
 const cuda = createRequire(import.meta.url)('@qdm/native').cuda;
 const info = cuda.deviceInfo();
+// The wgmma columns exist only where that kernel can run.
+const hopper = info.capability === 90 && typeof cuda.qgemmCudaPath === 'function';
 
 const SHAPES = [  // M x N x K (tokens x out x in)
   [8192, 8192, 8192], [8192, 1280, 1280], [32768, 1280, 320], [32768, 320, 320], [4096, 10240, 1280],
@@ -53,6 +57,23 @@ const vec = (n, v) => core.full([n], v, { device: 'cuda' });
 
 const timeCall = (call) => L.gpuTimeCall(call, { reps: REPS, replays: REPLAYS });
 
+/** Times a W8 call on mma.sync and, on Hopper, on wgmma (after comparing the two outputs). */
+function timeW8(res, key, call, out, exact) {
+  if (!hopper) { res[key] = timeCall(call); return; }
+  cuda.qgemmCudaPath('mma');  // the mma.sync columns stay mma.sync under QDM_QGEMM_WGMMA=1
+  res[key] = timeCall(call);
+  const values = () => { call(); return core.cast(out, 'f32').to('cpu').cpuData(); };
+  const ref = values();
+  cuda.qgemmCudaPath('wgmma');
+  const got = values();
+  let bad = 0;
+  for (let i = 0; i < ref.length; ++i)
+    if (exact ? got[i] !== ref[i] : !(Math.abs(got[i] - ref[i]) <= 1e-3 * Math.max(1, Math.abs(ref[i])))) bad++;
+  res[`${key}Mismatches`] = bad;
+  res[`${key}Wgmma`] = timeCall(call);
+  cuda.qgemmCudaPath('auto');
+}
+
 function ours(M, N, K) {
   const res = {};
   const a = rand8([M, K], 1, -128, 127).to('cuda');
@@ -62,14 +83,18 @@ function ours(M, N, K) {
     const codes = (bits === 8 ? rand8([N, K], 2, -127, 127) : rand8([N, K], 3, 0, 255, 'i4')).to('cuda');
     const packed = core.empty([cuda.qgemmPackedBytes(N, K, bits)], 'i8', 'cuda'), sums = core.empty([N], 'i32', 'cuda');
     core.kernel('qgemmPackWeights', codes, packed, sums, bits);
-    res[bits === 8 ? 'w8a8' : 'w4a8'] = timeCall(() => core.kernel('qgemmLinear', a, sa, za, packed, sums, sw, null, null, out, bits, null, null));
+    const callInt = () => core.kernel('qgemmLinear', a, sa, za, packed, sums, sw, null, null, out, bits, null, null);
+    if (bits === 8) timeW8(res, 'w8a8', callInt, out, true);
+    else res.w4a8 = timeCall(callInt);
     if (info.capability >= 89) {
       const af = randE4m3([M, K], 4).to('cuda');
       let wcodes = codes;
       if (bits === 8) wcodes = randE4m3([N, K], 5).to('cuda');
       const pf = core.empty([cuda.qgemmPackedBytes(N, K, bits)], 'i8', 'cuda');
       core.kernel('qgemmPackWeights', wcodes, pf, null, bits);
-      res[bits === 8 ? 'fp8' : 'w4fp8'] = timeCall(() => core.kernel('qgemmLinear', af, sa, null, pf, null, sw, null, null, out, bits, null, null));
+      const callFp8 = () => core.kernel('qgemmLinear', af, sa, null, pf, null, sw, null, null, out, bits, null, null);
+      if (bits === 8) timeW8(res, 'fp8', callFp8, out, false);
+      else res.w4fp8 = timeCall(callFp8);
       for (const t of [af, pf, ...(bits === 8 ? [wcodes] : [])]) t.dispose();
     }
     for (const t of [codes, packed, sums]) t.dispose();
@@ -95,14 +120,17 @@ const rows = [];
 for (const [M, N, K] of shapes) rows.push({ M, N, K, ours: ours(M, N, K) });
 const p = peer();
 if (p) console.log(`peer: PyTorch ${p.torch} on ${p.device}`);
-console.log('| M x N x K | W8A8 fp16-out TOPS | W4A8 TOPS | fp8 TOPS | W4->fp8 TOPS | _int_mm TOPS | _scaled_mm TFLOP/s | fp16 TFLOP/s | W8A8 / _int_mm | W8A8 / fp16 | fp8 / _scaled_mm |');
-console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+const wgHead = hopper ? ' W8A8 wgmma TOPS | fp8 wgmma TOPS | wgmma mismatches (W8A8 / fp8) |' : '';
+console.log(`| M x N x K | W8A8 fp16-out TOPS | W4A8 TOPS | fp8 TOPS | W4->fp8 TOPS |${wgHead} _int_mm TOPS | _scaled_mm TFLOP/s | fp16 TFLOP/s | W8A8 / _int_mm | W8A8 / fp16 | fp8 / _scaled_mm |`);
+console.log(`| --- | --- | --- | --- | --- |${hopper ? ' --- | --- | --- |' : ''} --- | --- | --- | --- | --- | --- |`);
 for (const r of rows) {
   const { M, N, K } = r;
   const pr = p?.results.find((x) => x.M === M && x.N === N && x.K === K) ?? {};
   r.tops = { w8a8: tops(M, N, K, r.ours.w8a8), w4a8: tops(M, N, K, r.ours.w4a8), fp8: tops(M, N, K, r.ours.fp8), w4fp8: tops(M, N, K, r.ours.w4fp8) };
+  if (hopper) Object.assign(r.tops, { w8a8Wgmma: tops(M, N, K, r.ours.w8a8Wgmma), fp8Wgmma: tops(M, N, K, r.ours.fp8Wgmma) });
   r.peer = pr;
-  console.log(`| ${M} x ${N} x ${K} | ${f(r.tops.w8a8)} | ${f(r.tops.w4a8)} | ${f(r.tops.fp8)} | ${f(r.tops.w4fp8)} | ${f(pr.int_mm_tops)} | ${f(pr.scaled_mm_tops)} | ${f(pr.fp16_tops)} | ${ratio(r.tops.w8a8, pr.int_mm_tops)} | ${ratio(r.tops.w8a8, pr.fp16_tops)} | ${ratio(r.tops.fp8, pr.scaled_mm_tops)} |`);
+  const wg = hopper ? ` ${f(r.tops.w8a8Wgmma)} | ${f(r.tops.fp8Wgmma)} | ${r.ours.w8a8Mismatches} / ${r.ours.fp8Mismatches} |` : '';
+  console.log(`| ${M} x ${N} x ${K} | ${f(r.tops.w8a8)} | ${f(r.tops.w4a8)} | ${f(r.tops.fp8)} | ${f(r.tops.w4fp8)} |${wg} ${f(pr.int_mm_tops)} | ${f(pr.scaled_mm_tops)} | ${f(pr.fp16_tops)} | ${ratio(r.tops.w8a8, pr.int_mm_tops)} | ${ratio(r.tops.w8a8, pr.fp16_tops)} | ${ratio(r.tops.fp8, pr.scaled_mm_tops)} |`);
 }
 console.log('Targets (issue): W8A8 faster than _int_mm at every U-Net shape; 1.5x fp16 or better at the large ones.');
 if (args.json) writeFileSync(args.json, JSON.stringify({ device: info, peer: p ? { torch: p.torch, device: p.device } : null, rows }, null, 2));

@@ -43,5 +43,13 @@ export interface QdmAddon {
   [name: string]: unknown;
 }
 
+/** Members of `addon.cuda` (CUDA builds only; bind_cuda_quant.cpp) that take no tensors. */
+export interface CudaQgemmControls {
+  /** W8 GEMM kernel: sets 'auto' | 'mma' | 'wgmma' (wgmma: sm_90 only, else QDM_UNSUPPORTED) or, without an argument, reads; returns the one in effect. */
+  qgemmCudaPath(path?: 'auto' | 'mma' | 'wgmma'): 'mma' | 'wgmma';
+  /** Host-only emulation of the wgmma path's data layout against a plain GEMM; mutation 1..3 breaks one layout fact on purpose. */
+  qgemmWgmmaLayoutCheck(seed: number, mutation?: number): { outputs: number; mismatches: number; firstError: string };
+}
+
 declare const addon: QdmAddon;
 export = addon;

@@ -7,7 +7,8 @@
 #   QDM_GPU_TESTS   test paths for vitest (default: every CUDA test file)
 #   QDM_BENCH_ARGS  extra arguments for each benchmark (e.g. --quick)
 #   QDM_BENCH       which benchmarks (default: benchmarks/gpu-*.mjs)
-# Exit status: that of the test run (benchmarks only log their failures).
+# Exit status: that of the test runs (benchmarks only log their failures). The quant GEMM tests
+# run twice: as configured, then with QDM_QGEMM_WGMMA=1 (the opt-in Hopper wgmma kernel).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 WHAT=${1:-all}
@@ -44,6 +45,15 @@ if [ "$WHAT" = all ] || [ "$WHAT" = tests ]; then
   rc=$?
   tail -40 "$OUT/tests.log"
   echo "tests exit status $rc"
+  # The opt-in Hopper wgmma kernel (W8 GEMMs; a no-op below sm_90): the quant GEMM tests again on it.
+  if [ -f packages/quant/test/cuda-quant.test.ts ]; then
+    echo "== tests with QDM_QGEMM_WGMMA=1: packages/quant/test/cuda-quant.test.ts"
+    QDM_QGEMM_WGMMA=1 node node_modules/vitest/vitest.mjs run packages/quant/test/cuda-quant.test.ts --reporter=default --reporter=json --outputFile.json="$OUT/tests-wgmma.json" > "$OUT/tests-wgmma.log" 2>&1
+    rc2=$?
+    tail -40 "$OUT/tests-wgmma.log"
+    echo "wgmma tests exit status $rc2"
+    [ "$rc" -eq 0 ] && rc=$rc2
+  fi
 fi
 if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
   for b in ${QDM_BENCH:-benchmarks/gpu-*.mjs}; do

@@ -7,6 +7,7 @@
 // on the host, so a forward can be captured into a CUDA graph.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "qdm/view.h"
 
@@ -66,6 +67,19 @@ struct QgemmArgs {
 };
 // Throws KernelError("QDM_UNSUPPORTED", ...) for fp8 on a device below sm_89.
 void qgemm(const QgemmArgs& args);
+
+// Which kernel W8 GEMMs take: "mma" (mma.sync, the default everywhere) or "wgmma" (Hopper,
+// sm_90a; opt-in because it has not yet run on a GPU). path: "auto" (wgmma only when the device
+// is sm_90 and QDM_QGEMM_WGMMA=1, read once), "mma", "wgmma" (QDM_UNSUPPORTED unless sm_90), or
+// null to only ask. Returns the path now in effect on the current device. Process-wide.
+const char* qgemmCudaPath(const char* path);
+
+// Host-only emulation of the wgmma path's data layout (qgemm_wgmma_check.cu): packs random
+// weights as qgemmPackWeights does, stages them and the activations as the kernel does, runs
+// wgmma as the PTX ISA defines it on those bytes and compares with a plain GEMM. mutation != 0
+// deliberately breaks one layout fact (the check must then fail). Returns mismatching outputs.
+struct WgmmaLayoutReport { int64_t outputs = 0, mismatches = 0; std::string firstError; };
+WgmmaLayoutReport qgemmWgmmaLayoutCheck(uint32_t seed, int mutation);
 
 // Activation quantization of x [T, K] (f32/f16/bf16, contiguous) into codes [T, K] (i8 or f8e4m3,
 // row stride = codes.strides[0]), scaleOut/zeroOut f32 [T] (zeroOut may be null for fp8):

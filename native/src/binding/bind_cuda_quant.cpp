@@ -261,6 +261,33 @@ Napi::Value QgKernelInfo(const Napi::CallbackInfo& info) {
   return Napi::Value(o);
   });
 }
+// qgemmCudaPath(path?: 'auto' | 'mma' | 'wgmma') -> 'mma' | 'wgmma': sets (or, without an argument,
+// only reads) the kernel W8 GEMMs take; returns the one in effect on the current device.
+Napi::Value QgCudaPath(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&] {
+    std::string path;
+    const bool set = info.Length() > 0 && !info[0].IsUndefined() && !info[0].IsNull();
+    if (set) {
+      if (!info[0].IsString()) throwCode(env, "QDM_BAD_ARGUMENT", "qgemmCudaPath: path must be 'auto', 'mma' or 'wgmma'");
+      path = info[0].As<Napi::String>().Utf8Value();
+    }
+    return Napi::Value(Napi::String::New(env, cuda::qgemmCudaPath(set ? path.c_str() : nullptr)));
+  });
+}
+// qgemmWgmmaLayoutCheck(seed, mutation = 0) -> { outputs, mismatches, firstError }: the host-side
+// emulation of the wgmma path's layout (no GPU used).
+Napi::Value QgWgmmaLayoutCheck(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&] {
+    const auto r = cuda::qgemmWgmmaLayoutCheck(static_cast<uint32_t>(intArg(info, 0)), static_cast<int>(intArg(info, 1, 0)));
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("outputs", static_cast<double>(r.outputs));
+    o.Set("mismatches", static_cast<double>(r.mismatches));
+    o.Set("firstError", r.firstError);
+    return Napi::Value(o);
+  });
+}
 }  // namespace
 
 void registerCudaQuant(Napi::Env env, Napi::Object cuda) {
@@ -274,6 +301,8 @@ void registerCudaQuant(Napi::Env env, Napi::Object cuda) {
   QDM_EXPORT(cuda, "qgemmLinear", QgLinear);
   QDM_EXPORT(cuda, "qgemmConv2d", QgConv2d);
   QDM_EXPORT(cuda, "qgemmKernelInfo", QgKernelInfo);
+  QDM_EXPORT(cuda, "qgemmCudaPath", QgCudaPath);
+  QDM_EXPORT(cuda, "qgemmWgmmaLayoutCheck", QgWgmmaLayoutCheck);
 }
 #endif
 }  // namespace qdm::binding

@@ -29,9 +29,13 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <type_traits>
 
+#include "cuda/qgemm_layout.h"
 #include "qdm/cuda_device.h"
 #include "qdm/cuda_quant.h"
 
@@ -154,6 +158,116 @@ __device__ __forceinline__ void storeOut(const KParams& p, int64_t row, int64_t 
   }
 }
 
+// One 64-byte k tile of BM activation rows into the swizzled tile (qglayout::aTileOffset);
+// rows past M and k past K are zero-filled.
+template <int BM, int kThreads>
+__device__ __forceinline__ void loadATile(const KParams& p, uint8_t* a, int64_t m0, int kt, int tid) {
+  for (int c = tid; c < BM * 4; c += kThreads) {
+    const int row = c >> 2, kc = c & 3;
+    const int64_t m = m0 + row, k = int64_t(kt) * kBK + kc * 16;
+    const bool ok = m < p.M && k < p.K;
+    const uint8_t* src = ok ? p.a + m * p.lda + k : p.a;
+    cpAsync16(smemAddr(a + qglayout::aTileOffset(row, kc)), src, ok ? 16 : 0);
+  }
+}
+
+// The fused epilogue shared by both kernels: zero-point terms, scales, bias, low-rank term and the
+// store. A thread's accumulators are acc[mt][nt][h * 2 + e], at tile row rowL0 + 16 mt + 8 h and
+// tile column colL0 + 8 nt + e (qglayout::epiRow / epiCol); smem is the CTA's pipeline buffer
+// (free by now, at least (BM * 33 + 32 * BN) * 4 bytes). Every thread of the CTA must call it.
+template <bool FP8, int BM, int BN, int kThreads, int MT, int NT, class Acc>
+__device__ __forceinline__ void epilogue(const KParams& p, Acc (&acc)[MT][NT][4], int64_t m0, int64_t n0, int rowL0, int colL0, uint8_t* smem,
+                                         int tid) {
+  // The epilogue's float values replace the accumulators in place (bit casts for int8), so only
+  // one 64-entry array is ever live.
+  auto toF = [](Acc a) -> float { if constexpr (FP8) return a; else return __int_as_float(a); };
+  auto fromF = [](float f) -> Acc { if constexpr (FP8) return f; else return __float_as_int(f); };
+  const bool zeros = !FP8 && (p.aZero != nullptr || p.wZero != nullptr);
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = m0 + rowL0 + mt * 16 + h * 8;
+      const int64_t rowC = row < p.M ? row : p.M - 1;  // clamped for loads; stores are guarded
+      const float sa = p.aScale[rowC * p.aScaleStride];
+      // Zero-point terms in wrapping 32-bit arithmetic, as the CPU epilogue (exact whenever the
+      // true sum fits int32): sum (qa - za)(qw - zw) = acc - za rsW - zw rsA + K za zw.
+      const uint32_t za = (zeros && p.aZero) ? static_cast<uint32_t>(static_cast<int32_t>(p.aZero[rowC * p.aScaleStride])) : 0u;
+      const uint32_t rsA = (zeros && p.wZero) ? static_cast<uint32_t>(p.aRowSums[rowC]) : 0u;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int64_t col = n0 + colL0 + nt * 8 + e;
+          const int64_t colC = col < p.N ? col : p.N - 1;
+          float x;
+          if (zeros) {
+            const uint32_t zw = p.wZero ? static_cast<uint32_t>(static_cast<int32_t>(p.wZero[colC])) : 0u;
+            const uint32_t s = static_cast<uint32_t>(acc[mt][nt][h * 2 + e]) - za * static_cast<uint32_t>(p.wRowSums[colC]) - zw * rsA +
+                               za * (static_cast<uint32_t>(p.K) * zw);
+            x = static_cast<float>(static_cast<int32_t>(s));
+          } else {
+            x = static_cast<float>(acc[mt][nt][h * 2 + e]);
+          }
+          // y = acc * (sa * sw) + bias, the CPU epilogue's order; the low-rank term is added after.
+          const float b = (p.bias && col < p.N) ? loadF(p.bias, p.biasDt, col) : 0.0f;
+          acc[mt][nt][h * 2 + e] = fromF(__fadd_rn(__fmul_rn(x, __fmul_rn(sa, p.wScale[colC])), b));
+        }
+      }
+    }
+  }
+
+  if (p.lowR > 0) {
+    // (XA B) for this tile, 32 ranks at a time through shared memory (the pipeline buffers are free now).
+    __syncthreads();
+    float* sXA = reinterpret_cast<float*>(smem);  // [BM][33]
+    float* sLB = sXA + BM * 33;                   // [32][BN]
+    for (int64_t r0 = 0; r0 < p.lowR; r0 += 32) {
+      for (int idx = tid; idx < BM * 32; idx += kThreads) {
+        const int row = idx >> 5, rr = idx & 31;
+        const int64_t m = m0 + row, r = r0 + rr;
+        sXA[row * 33 + rr] = (m < p.M && r < p.lowR) ? loadF(p.lowXA, p.lowXADt, m * p.lowR + r) : 0.0f;
+      }
+      for (int idx = tid; idx < 32 * BN; idx += kThreads) {
+        const int rr = idx / BN, c = idx % BN;
+        const int64_t n = n0 + c, r = r0 + rr;
+        sLB[rr * BN + c] = (n < p.N && r < p.lowR) ? loadF(p.lowB, p.lowBDt, r * p.N + n) : 0.0f;
+      }
+      __syncthreads();
+#pragma unroll 4
+      for (int rr = 0; rr < 32; ++rr) {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          const int rl = rowL0 + mt * 16;
+          const float xa0 = sXA[rl * 33 + rr], xa1 = sXA[(rl + 8) * 33 + rr];
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            const int cl = colL0 + nt * 8;
+            const float b0 = sLB[rr * BN + cl], b1 = sLB[rr * BN + cl + 1];
+            acc[mt][nt][0] = fromF(toF(acc[mt][nt][0]) + xa0 * b0);
+            acc[mt][nt][1] = fromF(toF(acc[mt][nt][1]) + xa0 * b1);
+            acc[mt][nt][2] = fromF(toF(acc[mt][nt][2]) + xa1 * b0);
+            acc[mt][nt][3] = fromF(toF(acc[mt][nt][3]) + xa1 * b1);
+          }
+        }
+      }
+      __syncthreads();
+    }
+  }
+
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const int64_t col = n0 + colL0 + nt * 8;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t row = m0 + rowL0 + mt * 16 + h * 8;
+        storeOut(p, row, col, toF(acc[mt][nt][h * 2]), toF(acc[mt][nt][h * 2 + 1]));
+      }
+    }
+}
+
 template <bool FP8, int WBITS, int BM, int BN>
 __global__ void __launch_bounds__(Tile<BM, BN>::kThreads, Tile<BM, BN>::kMinBlocks) qgemmKernel(const KParams p) {
   using T = Tile<BM, BN>;
@@ -172,14 +286,7 @@ __global__ void __launch_bounds__(Tile<BM, BN>::kThreads, Tile<BM, BN>::kMinBloc
   const int64_t panelStride = 16LL * kBlockBytes;  // bytes between consecutive k tiles of one panel
 
   auto loadStage = [&](int stage, int kt) {
-    uint8_t* a = sA + stage * kABytes;
-    for (int c = tid; c < BM * 4; c += kThreads) {
-      const int row = c >> 2, kc = c & 3;
-      const int64_t m = m0 + row, k = int64_t(kt) * kBK + kc * 16;
-      const bool ok = m < p.M && k < p.K;
-      const uint8_t* src = ok ? p.a + m * p.lda + k : p.a;
-      cpAsync16(smemAddr(a + row * kBK + ((kc ^ ((row >> 1) & 3)) << 4)), src, ok ? 16 : 0);
-    }
+    loadATile<BM, kThreads>(p, sA + stage * kABytes, m0, kt, tid);
     uint8_t* b = sB + stage * kBBytes;
     const uint8_t* src = gB + int64_t(kt) * panelStride;
     for (int c = tid; c < kBBytes / 16; c += kThreads) cpAsync16(smemAddr(b + c * 16), src + c * 16, 16);
@@ -236,7 +343,7 @@ __global__ void __launch_bounds__(Tile<BM, BN>::kThreads, Tile<BM, BN>::kMinBloc
         uint32_t af[4];
         const int row = warpM * T::kWM + mt * 16 + (lane & 15);
         const int chunk = ks * 2 + (lane >> 4);
-        ldmatrixX4(af, smemAddr(a + row * kBK + ((chunk ^ ((row >> 1) & 3)) << 4)));
+        ldmatrixX4(af, smemAddr(a + qglayout::aTileOffset(row, chunk)));
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt) {
           if constexpr (FP8) mmaE4m3(acc[mt][nt], af, bf[nt][0], bf[nt][1]);
@@ -247,96 +354,145 @@ __global__ void __launch_bounds__(Tile<BM, BN>::kThreads, Tile<BM, BN>::kMinBloc
   }
   cpAsyncWait<0>();
 
-  // ---- epilogue: C fragment element e of (mt, nt) sits at row g (+8 for e >= 2), column 2t (+1 for odd e).
-  const int g = lane >> 2, t4 = lane & 3;
-  // The epilogue's float values replace the accumulators in place (bit casts for int8), so only
-  // one 64-entry array is ever live.
-  auto toF = [](Acc a) -> float { if constexpr (FP8) return a; else return __int_as_float(a); };
-  auto fromF = [](float f) -> Acc { if constexpr (FP8) return f; else return __float_as_int(f); };
-  const bool zeros = !FP8 && (p.aZero != nullptr || p.wZero != nullptr);
+  // C fragment element e of (mt, nt) sits at row g (+8 for e >= 2), column 2t (+1 for odd e).
+  epilogue<FP8, BM, BN, kThreads>(p, acc, m0, n0, warpM * T::kWM + (lane >> 2), warpN * T::kWN + (lane & 3) * 2, smem, tid);
+}
+
+// ---- Hopper wgmma path (W8 only, opt-in) -----------------------------------------------------
+// wgmma.mma_async m64n128k32 (s8 x s8 -> s32 or e4m3 x e4m3 -> f32): A from registers, B (the
+// packed weights, unchanged) from shared memory through a matrix descriptor. The packed k tile is
+// row-major [128][64 bytes] with k permuted inside each row (qglayout::packedByteK); copied
+// chunk-swizzled it is the canonical K-major 64-byte-swizzle layout, and A is read with the same
+// permutation, so the reduction is unchanged. CTA tile 128 x 128, two warpgroups (rows 0-63 and
+// 64-127, 64 accumulators per thread), the same 4-stage cp.async pipeline as the mma.sync kernel
+// and the same epilogue. wgmma is waited for before the next stage is overwritten (wait_group 0):
+// simple rather than fast; no TMA, no mbarriers.
+// Shared memory: 4 x (8 KiB A + 8 KiB B) + 1 KiB to align the 512-byte swizzle atoms = 65 KiB.
+// Compiled for sm_90a only; elsewhere the body traps and the launcher never selects it.
+constexpr int kWgBM = 128, kWgBN = 128, kWgThreads = 256;
+constexpr int kWgTileBytes = kWgBM * kBK;  // A and B stages alike: 8 KiB
+constexpr int kWgSmemBytes = kStages * 2 * kWgTileBytes + 1024;
+static_assert(kWgBN == kQgPanelN, "one CTA column is one packed panel");
+static_assert((kWgBM * 33 + 32 * kWgBN) * 4 <= kStages * 2 * kWgTileBytes, "the low-rank epilogue reuses the pipeline buffers");
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define QDM_WGMMA_ENABLED 1
+// cp.async writes are generic-proxy writes; wgmma reads shared memory through the async proxy.
+__device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmmaWaitAll() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Keeps the compiler from moving accumulator reads or writes across the asynchronous wgmma.
+__device__ __forceinline__ void fenceOperand(int& r) { asm volatile("" : "+r"(r)::"memory"); }
+__device__ __forceinline__ void fenceOperand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+
+#define QDM_WG_D4(C, j) C(d[j][0]), C(d[j][1]), C(d[j][2]), C(d[j][3])
+#define QDM_WG_D64(C)                                                                                                          \
+  QDM_WG_D4(C, 0), QDM_WG_D4(C, 1), QDM_WG_D4(C, 2), QDM_WG_D4(C, 3), QDM_WG_D4(C, 4), QDM_WG_D4(C, 5), QDM_WG_D4(C, 6),     \
+      QDM_WG_D4(C, 7), QDM_WG_D4(C, 8), QDM_WG_D4(C, 9), QDM_WG_D4(C, 10), QDM_WG_D4(C, 11), QDM_WG_D4(C, 12), QDM_WG_D4(C, 13), \
+      QDM_WG_D4(C, 14), QDM_WG_D4(C, 15)
+#define QDM_WG_R(x) "+r"(x)
+#define QDM_WG_F(x) "+f"(x)
+#define QDM_WG_REGS "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68"
+// d += A (registers a) x B (descriptor desc), m64n128k32; scale-d = 1 always (the accumulators start at 0).
+__device__ __forceinline__ void wgmmaS8(int (&d)[16][4], const uint32_t (&a)[4], uint64_t desc) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\nwgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 " QDM_WG_REGS ", p;\n}\n"
+               : QDM_WG_D64(QDM_WG_R)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+}
+__device__ __forceinline__ void wgmmaE4m3(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\nwgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " QDM_WG_REGS ", p, 1, 1;\n}\n"
+               : QDM_WG_D64(QDM_WG_F)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+}
+#undef QDM_WG_REGS
+#undef QDM_WG_F
+#undef QDM_WG_R
+#undef QDM_WG_D64
+#undef QDM_WG_D4
+#endif
+
+template <bool FP8>
+__global__ void __launch_bounds__(kWgThreads, 1) qgemmWgmmaKernel(const KParams p) {
+#ifdef QDM_WGMMA_ENABLED
+  extern __shared__ __align__(128) uint8_t smem[];
+  // The descriptor has base offset 0, so every 8-row atom must start on a 512-byte boundary.
+  uint8_t* base = smem + ((1024u - (smemAddr(smem) & 1023u)) & 1023u);
+  uint8_t* sA = base;
+  uint8_t* sB = base + kStages * kWgTileBytes;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = (tid >> 5) & 3, wg = tid >> 7;
+  const int64_t m0 = int64_t(blockIdx.y) * kWgBM, n0 = int64_t(blockIdx.x) * kWgBN;
+  const uint8_t* gB = p.packed + qglayout::packedTileOffset(n0 / kQgPanelN, p.KT, 0);
+
+  auto loadStage = [&](int stage, int kt) {
+    loadATile<kWgBM, kWgThreads>(p, sA + stage * kWgTileBytes, m0, kt, tid);
+    uint8_t* b = sB + stage * kWgTileBytes;
+    const uint8_t* src = gB + int64_t(kt) * kWgTileBytes;
+    for (int c = tid; c < kWgTileBytes / 16; c += kWgThreads) cpAsync16(smemAddr(b + qglayout::bTileOffset(c >> 2, c & 3)), src + c * 16, 16);
+  };
+
+  using Acc = typename std::conditional<FP8, float, int>::type;
+  Acc acc[1][16][4];
 #pragma unroll
-  for (int mt = 0; mt < kMT; ++mt) {
+  for (int j = 0; j < 16; ++j)
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t row = m0 + warpM * T::kWM + mt * 16 + g + h * 8;
-      const int64_t rowC = row < p.M ? row : p.M - 1;  // clamped for loads; stores are guarded
-      const float sa = p.aScale[rowC * p.aScaleStride];
-      // Zero-point terms in wrapping 32-bit arithmetic, as the CPU epilogue (exact whenever the
-      // true sum fits int32): sum (qa - za)(qw - zw) = acc - za rsW - zw rsA + K za zw.
-      const uint32_t za = (zeros && p.aZero) ? static_cast<uint32_t>(static_cast<int32_t>(p.aZero[rowC * p.aScaleStride])) : 0u;
-      const uint32_t rsA = (zeros && p.wZero) ? static_cast<uint32_t>(p.aRowSums[rowC]) : 0u;
+    for (int e = 0; e < 4; ++e) acc[0][j][e] = Acc(0);
+
 #pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int64_t col = n0 + warpN * T::kWN + nt * 8 + t4 * 2 + e;
-          const int64_t colC = col < p.N ? col : p.N - 1;
-          float x;
-          if (zeros) {
-            const uint32_t zw = p.wZero ? static_cast<uint32_t>(static_cast<int32_t>(p.wZero[colC])) : 0u;
-            const uint32_t s = static_cast<uint32_t>(acc[mt][nt][h * 2 + e]) - za * static_cast<uint32_t>(p.wRowSums[colC]) - zw * rsA +
-                               za * (static_cast<uint32_t>(p.K) * zw);
-            x = static_cast<float>(static_cast<int32_t>(s));
-          } else {
-            x = static_cast<float>(acc[mt][nt][h * 2 + e]);
-          }
-          // y = acc * (sa * sw) + bias, the CPU epilogue's order; the low-rank term is added after.
-          const float b = (p.bias && col < p.N) ? loadF(p.bias, p.biasDt, col) : 0.0f;
-          acc[mt][nt][h * 2 + e] = fromF(__fadd_rn(__fmul_rn(x, __fmul_rn(sa, p.wScale[colC])), b));
-        }
-      }
-    }
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < p.KT) loadStage(s, s);
+    cpAsyncCommit();
   }
 
-  if (p.lowR > 0) {
-    // (XA B) for this tile, 32 ranks at a time through shared memory (the pipeline buffers are free now).
-    __syncthreads();
-    float* sXA = reinterpret_cast<float*>(smem);  // [BM][33]
-    float* sLB = sXA + BM * 33;                   // [32][BN]
-    for (int64_t r0 = 0; r0 < p.lowR; r0 += 32) {
-      for (int idx = tid; idx < BM * 32; idx += kThreads) {
-        const int row = idx >> 5, rr = idx & 31;
-        const int64_t m = m0 + row, r = r0 + rr;
-        sXA[row * 33 + rr] = (m < p.M && r < p.lowR) ? loadF(p.lowXA, p.lowXADt, m * p.lowR + r) : 0.0f;
-      }
-      for (int idx = tid; idx < 32 * BN; idx += kThreads) {
-        const int rr = idx / BN, c = idx % BN;
-        const int64_t n = n0 + c, r = r0 + rr;
-        sLB[rr * BN + c] = (n < p.N && r < p.lowR) ? loadF(p.lowB, p.lowBDt, r * p.N + n) : 0.0f;
-      }
-      __syncthreads();
-#pragma unroll 4
-      for (int rr = 0; rr < 32; ++rr) {
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          const int rl = warpM * T::kWM + mt * 16 + g;
-          const float xa0 = sXA[rl * 33 + rr], xa1 = sXA[(rl + 8) * 33 + rr];
-#pragma unroll
-          for (int nt = 0; nt < kNT; ++nt) {
-            const int cl = warpN * T::kWN + nt * 8 + t4 * 2;
-            const float b0 = sLB[rr * BN + cl], b1 = sLB[rr * BN + cl + 1];
-            acc[mt][nt][0] = fromF(toF(acc[mt][nt][0]) + xa0 * b0);
-            acc[mt][nt][1] = fromF(toF(acc[mt][nt][1]) + xa0 * b1);
-            acc[mt][nt][2] = fromF(toF(acc[mt][nt][2]) + xa1 * b0);
-            acc[mt][nt][3] = fromF(toF(acc[mt][nt][3]) + xa1 * b1);
-          }
-        }
-      }
-      __syncthreads();
+  // This thread's two A rows of its warpgroup's 64-row slice; one 16-byte chunk of each per k tile.
+  const int rowLo = wg * 64 + qglayout::aRow(warp, lane, 0), rowHi = wg * 64 + qglayout::aRow(warp, lane, 1);
+  for (int kt = 0; kt < p.KT; ++kt) {
+    cpAsyncWait<kStages - 2>();
+    fenceProxyAsync();  // this thread's landed copies, visible to the async proxy ...
+    __syncthreads();    // ... for every thread; stage kt-1's wgmma finished (waited below)
+    {
+      const int next = kt + kStages - 1;
+      if (next < p.KT) loadStage(next % kStages, next);
+      cpAsyncCommit();
     }
-  }
+    const int stage = kt % kStages;
+    const uint8_t* a = sA + stage * kWgTileBytes;
+    const uint4 lo = *reinterpret_cast<const uint4*>(a + qglayout::aTileOffset(rowLo, qglayout::aChunk(lane)));
+    const uint4 hi = *reinterpret_cast<const uint4*>(a + qglayout::aTileOffset(rowHi, qglayout::aChunk(lane)));
+    const uint32_t wl[4] = {lo.x, lo.y, lo.z, lo.w}, wh[4] = {hi.x, hi.y, hi.z, hi.w};
+    uint32_t af[2][4];
+#pragma unroll
+    for (int step = 0; step < 2; ++step)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) af[step][r] = (r & 1 ? wh : wl)[qglayout::aWord(step, r)];
+    const uint32_t bStage = smemAddr(sB + stage * kWgTileBytes);
 
 #pragma unroll
-  for (int mt = 0; mt < kMT; ++mt)
+    for (int j = 0; j < 16; ++j)
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) {
-      const int64_t col = n0 + warpN * T::kWN + nt * 8 + t4 * 2;
+      for (int e = 0; e < 4; ++e) fenceOperand(acc[0][j][e]);
+    wgmmaFence();
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int64_t row = m0 + warpM * T::kWM + mt * 16 + g + h * 8;
-        storeOut(p, row, col, toF(acc[mt][nt][h * 2]), toF(acc[mt][nt][h * 2 + 1]));
-      }
+    for (int step = 0; step < 2; ++step) {
+      const uint64_t desc = qglayout::bDescriptor(bStage + step * qglayout::kBStepBytes);
+      if constexpr (FP8) wgmmaE4m3(acc[0], af[step], desc);
+      else wgmmaS8(acc[0], af[step], desc);
     }
+    wgmmaCommit();
+    wgmmaWaitAll();
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) fenceOperand(acc[0][j][e]);
+  }
+  cpAsyncWait<0>();
+
+  epilogue<FP8, kWgBM, kWgBN, kWgThreads>(p, acc, m0, n0, wg * 64 + qglayout::accRow(warp, lane, 0), qglayout::accCol(lane, 0), base, tid);
+#else
+  // The launcher selects this kernel only on an sm_90 device (sm_90a code); reaching this is a bug.
+  __trap();
+#endif
 }
 
 // ---- weight packing -------------------------------------------------------------------------
@@ -362,13 +518,9 @@ __global__ void packKernel(const uint8_t* src, int dt, int bits, int64_t N, int6
     const int64_t n = panel * kQgPanelN + block * 8 + (lane >> 2);
     const int64_t kb = kt * kBK + (lane & 3) * 4;
     if (bits == 8) {
-      uint32_t w[4];
-      for (int s = 0; s < 2; ++s)
-        for (int h = 0; h < 2; ++h) {
-          uint32_t word = 0;
-          for (int j = 0; j < 4; ++j) word |= (uint32_t(srcCode(src, dt, n, kb + s * 32 + h * 16 + j, N, K)) & 0xFFu) << (8 * j);
-          w[s * 2 + h] = word;
-        }
+      uint32_t w[4] = {0u, 0u, 0u, 0u};
+      for (int byte = 0; byte < 16; ++byte)
+        w[byte >> 2] |= (uint32_t(srcCode(src, dt, n, kt * kBK + qglayout::packedByteK(lane, byte), N, K)) & 0xFFu) << (8 * (byte & 3));
       reinterpret_cast<uint4*>(packed)[c] = make_uint4(w[0], w[1], w[2], w[3]);
     } else {
       uint32_t w[2];
@@ -484,9 +636,47 @@ void launchKind(const KParams& p) {
   else launchTile<FP8, WBITS, 128, 128>(p);
 }
 
+template <bool FP8>
+void launchWgmma(const KParams& p) {
+  auto kern = qgemmWgmmaKernel<FP8>;
+  cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgSmemBytes);
+  const dim3 grid(unsigned((p.N + kWgBN - 1) / kWgBN), unsigned((p.M + kWgBM - 1) / kWgBM));
+  kern<<<grid, kWgThreads, kWgSmemBytes, stream()>>>(p);
+}
+
 bool isFloat(DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16; }
 
+// W8 path choice: 0 auto (wgmma only with QDM_QGEMM_WGMMA=1 on an sm_90 device), 1 mma.sync, 2 wgmma.
+// The wgmma kernel has never run on a GPU, so it is never the default.
+std::atomic<int> gPathMode{0};
+bool wgmmaEnv() {
+  static const bool on = [] {
+    const char* v = std::getenv("QDM_QGEMM_WGMMA");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return on;
+}
+bool useWgmma() {
+  const int mode = gPathMode.load();
+  return mode == 2 || (mode == 0 && wgmmaEnv() && computeCapability() == 90);
+}
+void requireSm90(const char* who) {
+  if (computeCapability() != 90)
+    throw KernelError("QDM_UNSUPPORTED", std::string(who) + ": the wgmma path needs an sm_90 (Hopper) GPU; this one is sm_" + std::to_string(computeCapability()));
+}
+
 }  // namespace
+
+const char* qgemmCudaPath(const char* path) {
+  if (path != nullptr) {
+    const std::string s = path;
+    if (s == "wgmma") { requireSm90("qgemmCudaPath('wgmma')"); gPathMode = 2; }
+    else if (s == "mma") gPathMode = 1;
+    else if (s == "auto") gPathMode = 0;
+    else throw KernelError("QDM_BAD_ARGUMENT", "qgemmCudaPath: expected 'auto', 'mma' or 'wgmma', got '" + s + "'");
+  }
+  return useWgmma() ? "wgmma" : "mma";
+}
 
 int64_t qgemmPackedBytes(int64_t n, int64_t k, int bits) {
   const int64_t panels = (n + kQgPanelN - 1) / kQgPanelN, kt = (k + kQgTileK - 1) / kQgTileK;
@@ -518,6 +708,8 @@ void qgemm(const QgemmArgs& A) {
   if (fp8 && (A.aZero || A.wZero)) throw KernelError("QDM_BAD_ARGUMENT", "qgemm: the fp8 path has no zero points");
   if (!isFloat(A.out.dtype)) throw KernelError("QDM_BAD_DTYPE", std::string("qgemm: out must be f32, f16 or bf16, got ") + dtypeName(A.out.dtype));
   if (A.M == 0 || A.N == 0) return;
+  const bool wgmma = A.wbits == 8 && useWgmma();
+  if (wgmma) requireSm90("qgemm");  // forced on another device that is no longer current; before any allocation
 
   KParams p{};
   p.M = A.M; p.N = A.N; p.K = A.K;
@@ -552,7 +744,9 @@ void qgemm(const QgemmArgs& A) {
   }
   p.aRowSums = aSums;
 
-  if (fp8) { if (A.wbits == 8) launchKind<true, 8>(p); else launchKind<true, 4>(p); }
+  if (wgmma) {
+    if (fp8) launchWgmma<true>(p); else launchWgmma<false>(p);
+  } else if (fp8) { if (A.wbits == 8) launchKind<true, 8>(p); else launchKind<true, 4>(p); }
   else { if (A.wbits == 8) launchKind<false, 8>(p); else launchKind<false, 4>(p); }
   checkLaunch(fp8 ? "qgemm fp8" : "qgemm int8");
   if (padded) freeDevice(padded);

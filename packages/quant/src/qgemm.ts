@@ -279,6 +279,21 @@ export function qgemmKernelInfo(): { name: string; mr: number; nr: number; avail
   return kernel('qgemmKernelInfo') as { name: string; mr: number; nr: number; available: string[] };
 }
 
+/**
+ * CUDA W8 GEMM kernel: 'mma' (mma.sync, the default) or 'wgmma' (Hopper sm_90a, opt-in: it has not
+ * yet been validated on a GPU). 'auto' takes wgmma only on an sm_90 device with QDM_QGEMM_WGMMA=1;
+ * 'wgmma' elsewhere throws QDM_UNSUPPORTED. Without an argument only reports. Returns the kernel in
+ * effect; process-wide. W4 weights always take mma.sync.
+ */
+export function qgemmCudaPath(path?: 'auto' | 'mma' | 'wgmma'): 'mma' | 'wgmma' {
+  const cuda = getBackend('cuda');
+  try {
+    return cuda.run('qgemmCudaPath', path === undefined ? [] : [path]) as 'mma' | 'wgmma';
+  } catch (err) {
+    throw fromNative(err, 'qgemmCudaPath');
+  }
+}
+
 /** Tests and benchmarks: pin 'avx512-vnni' | 'avx2' | 'scalar', or 'auto'. False when unavailable here. */
 export function forceQgemmKernel(name: 'auto' | 'avx512-vnni' | 'avx2' | 'scalar'): boolean {
   return kernel('forceQgemmKernel', name) as boolean;

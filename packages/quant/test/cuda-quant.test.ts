@@ -8,7 +8,7 @@
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { Tensor, cast, empty, full, kernel, tensor } from '@qdm/core';
-import { fakeQuant, layoutOf, packWeights, quantConv2d, quantLinear, quantizeActivations, type FakeQuantParams } from '@qdm/quant';
+import { fakeQuant, layoutOf, packWeights, qgemmCudaPath, quantConv2d, quantLinear, quantizeActivations, type FakeQuantParams } from '@qdm/quant';
 import { cudaUnavailableReason } from '../../core/src/backend/index.js';
 import { makeCase, rng, vals, type Case } from './helpers.js';
 
@@ -175,7 +175,14 @@ function i4Codes(n: number, k: number, seed: number): { t: Tensor; v: Int8Array 
 }
 const vec = (n: number, f: (i: number) => number) => f32(Array.from({ length: n }, (_, i) => f(i)), [n]);
 
-interface QgCase { M: number; N: number; K: number; bits: 8 | 4; aZero?: boolean; wZero?: boolean; perTensor?: boolean; bias?: boolean; lowRank?: number; out?: 'f32' | 'f16' | 'bf16'; unitScales?: boolean; clampCase?: boolean }
+interface QgCase { M: number; N: number; K: number; bits: 8 | 4; aZero?: boolean; wZero?: boolean; perTensor?: boolean; bias?: boolean; lowRank?: number; out?: 'f32' | 'f16' | 'bf16'; unitScales?: boolean; clampCase?: boolean; path?: 'mma' | 'wgmma' }
+
+/** Runs f with the CUDA W8 GEMM pinned to `path` (none: as configured), then back to 'auto'. */
+function withPath(path: 'mma' | 'wgmma' | undefined, f: () => void): void {
+  if (!path) { f(); return; }
+  qgemmCudaPath(path);
+  try { f(); } finally { qgemmCudaPath('auto'); }
+}
 
 /** CPU qgemmLinear (CPU packing) and CUDA qgemmLinear (CUDA packing) on the same codes. */
 function runQgemm(c: QgCase, seed: number): { got: Float32Array; ref: Float32Array; exact: Float64Array } {
@@ -207,7 +214,7 @@ function runQgemm(c: QgCase, seed: number): { got: Float32Array; ref: Float32Arr
   expect(bitsEqual(host(sumsG), sumsC)).toBe(0);
   const out = nanDev([M, N], c.out ?? 'f32');
   const d = (t: Tensor | null) => (t ? dev(t) : null);
-  kernel('qgemmLinear', dev(a), dev(sa), dev(za), packedG, sumsG, dev(sw), d(zw), d(bias), out, bits, d(xa), d(lb));
+  withPath(c.path, () => kernel('qgemmLinear', dev(a), dev(sa), dev(za), packedG, sumsG, dev(sw), d(zw), d(bias), out, bits, d(xa), d(lb)));
   // float64 reference of the dequantized math
   const av = a.cpuData() as Int8Array, sav = vals(sa), zav = vals(za), swv = vals(sw), zwv = (zw ? vals(zw) : undefined), bv = (bias ? vals(bias) : undefined);
   const xav = (xa ? vals(xa) : undefined), lbv = (lb ? vals(lb) : undefined);
@@ -341,6 +348,57 @@ describe.skipIf(!cudaAvailable)(`CUDA fp8 e4m3 GEMM${cudaAvailable ? '' : ` (ski
       }
     }
   });
+});
+
+// ---- Hopper wgmma path (opt-in) -----------------------------------------------------------------
+/** An fp8 W8 GEMM on CUDA with the kernel pinned to `path`; bias and low-rank optional. */
+function runFp8(M: number, N: number, K: number, o: { lowRank?: number; out?: 'f32' | 'f16' }, path: 'mma' | 'wgmma', seed: number): Float32Array {
+  const a = e4m3Codes([M, K], seed), w = e4m3Codes([N, K], seed + 1), r = rng(seed + 2), R = o.lowRank ?? 0;
+  const sa = vec(M, () => 0.01 + 0.02 * r()), sw = vec(N, () => 0.01 + 0.02 * r()), bias = vec(N, () => r() - 0.5);
+  const xa = R ? f32(Array.from({ length: M * R }, () => r() - 0.5), [M, R]) : null;
+  const lb = R ? f32(Array.from({ length: R * N }, () => r() - 0.5), [R, N]) : null;
+  const packed = poisonDev([cudaAddon().qgemmPackedBytes(N, K, 8)], 'i8');
+  kernel('qgemmPackWeights', dev(w.t), packed, null, 8);
+  const out = nanDev([M, N], o.out ?? 'f32');
+  withPath(path, () => kernel('qgemmLinear', dev(a.t), dev(sa), null, packed, null, dev(sw), null, dev(bias), out, 8, xa ? dev(xa) : null, lb ? dev(lb) : null));
+  return vals(host(out));
+}
+
+const hopper = cudaAvailable && capability() === 90;
+describe.skipIf(!cudaAvailable)(`CUDA W8 GEMM kernel choice${cudaAvailable ? '' : ` (skipped: ${cudaReason})`}`, () => {
+  it('qgemmCudaPath: mma.sync unless opted in; wgmma only on sm_90 (else QDM_UNSUPPORTED); bad names are QDM_BAD_ARGUMENT', () => {
+    const optIn = process.env.QDM_QGEMM_WGMMA === '1' && hopper;
+    expect(qgemmCudaPath()).toBe(optIn ? 'wgmma' : 'mma');
+    expect(qgemmCudaPath('mma')).toBe('mma');
+    if (hopper) expect(qgemmCudaPath('wgmma')).toBe('wgmma');
+    else expect(() => qgemmCudaPath('wgmma')).toThrow(expect.objectContaining({ code: 'QDM_UNSUPPORTED' }));
+    expect(() => qgemmCudaPath('tcgen05' as 'mma')).toThrow(expect.objectContaining({ code: 'QDM_BAD_ARGUMENT' }));
+    expect(qgemmCudaPath('auto')).toBe(optIn ? 'wgmma' : 'mma');
+  });
+
+  // The int8 sums are exact and the epilogue is the same code, so the two kernels agree bit for bit.
+  const WG_CASES: Array<[string, QgCase]> = [
+    ['odd 17x5x100', { M: 17, N: 5, K: 100, bits: 8 }],
+    ['257x640x192, f16 out', { M: 257, N: 640, K: 192, bits: 8, out: 'f16' }],
+    ['zero points + bias 63x130x77', { M: 63, N: 130, K: 77, bits: 8, aZero: true, wZero: true, bias: true }],
+    ['per-tensor, low rank 40, bias 200x300x330', { M: 200, N: 300, K: 330, bits: 8, perTensor: true, aZero: true, bias: true, lowRank: 40 }],
+    ['bf16 out 129x256x1024', { M: 129, N: 256, K: 1024, bits: 8, wZero: true, out: 'bf16' }],
+  ];
+  for (const [name, c] of WG_CASES) {
+    it.skipIf(!hopper)(`int8 W8 ${name}: wgmma output bit-identical to mma.sync`, () => {
+      const seed = c.M + c.N + c.K;
+      const ref = runQgemm({ ...c, path: 'mma' }, seed).got, got = runQgemm({ ...c, path: 'wgmma' }, seed).got;
+      let bad = 0;
+      for (let i = 0; i < ref.length; ++i) if (!Object.is(got[i], ref[i])) bad++;
+      expect(bad).toBe(0);
+    });
+  }
+  for (const [M, N, K, o] of [[33, 17, 50, {}], [300, 384, 320, { out: 'f16' }], [130, 200, 160, { lowRank: 24 }]] as Array<[number, number, number, { lowRank?: number; out?: 'f32' | 'f16' }]>) {
+    it.skipIf(!hopper)(`fp8 W8 ${M}x${N}x${K}${o.out ? ` ${o.out} out` : ''}${o.lowRank ? ` low rank ${o.lowRank}` : ''}: wgmma equals mma.sync to 1e-3`, () => {
+      const ref = runFp8(M, N, K, o, 'mma', M + N), got = runFp8(M, N, K, o, 'wgmma', M + N);
+      expect(relErr(got, ref)).toBeLessThan(1e-3);
+    });
+  }
 });
 
 // ---- the @qdm/quant ops (qgemm.ts) on CUDA operands ----------------------------------------------
