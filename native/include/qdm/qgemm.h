@@ -111,22 +111,18 @@ using MicroKernel = void (*)(int64_t kg, const int8_t* a, const uint8_t* w, int3
 using QuantRow = void (*)(const float* x, int64_t K, float s, const float* col, float z, float qmin, float qmax, float shift, int8_t* out);
 using AbsMax = float (*)(const float* x, const float* col, int64_t K);
 // Epilogue of a full-width tile (16 columns, contiguous output rows) in the common case where the
-// integer correction is one constant per row: out[i * rsT + j] = float(acc[i][j] - rowConst[i]) *
-// (sa[i] * sw[j]) + bias[j], rounded exactly as the portable loop (a multiply, then an add: no FMA).
-using EpilogueRows = void (*)(const int32_t* acc, int m, const float* sa, const int32_t* rowConst, const float* sw,
-                              const float* bias, float* out, int64_t rsT);
+// integer correction separates into one constant per row and one per column (no weight zero points;
+// the tile's rows share one activation zero point): out[i * rsT + j] = float(acc[i][j] - rowConst[i]
+// - colCorr[j]) * (sa[i] * sw[j]) + bias[j], int32 wrap-around subtractions, then a multiply and an
+// add rounded exactly as the portable loop (no FMA).
+using EpilogueRows = void (*)(const int32_t* acc, int m, const float* sa, const int32_t* rowConst, const int32_t* colCorr,
+                              const float* sw, const float* bias, float* out, int64_t rsT);
 // W8 activation packing for w8Abs kernels: one micro-panel from rows[i] (i < mr), each kg * 4 codes
 // (zero-padded), in the layout above (codes, then absolute values, per group).
 using PackAbs = void (*)(const int8_t* const* rows, int64_t kg, int8_t* dst);
-// A full W8 tile (mr rows, 16 columns, contiguous output rows) without weight zero points, with the
-// epilogue applied in registers: out[i * rsT + j] = float(sum - colCorr[j]) * (sa[i] * sw[j]) + bias[j]
-// (int32 wrap-around subtraction; colCorr[j] = za * rowSumW[j] for one activation zero point za
-// shared by the tile's rows, 0 when symmetric), the portable epilogue's arithmetic. Optional (null:
-// micro-kernel + epilogue).
-using W8Scaled = void (*)(int64_t kg, const int8_t* a, const uint8_t* w, const int32_t* colCorr, const float* sa, const float* sw,
-                          const float* bias, float* out, int64_t rsT);
-struct KernelDesc { const char* name; int mr; int w8ActBias; bool w8Abs; MicroKernel w8, w4; QuantRow quantRow; AbsMax absMax; EpilogueRows epilogue; PackAbs packAbs; W8Scaled w8Scaled = nullptr; };
-void epilogueRowsAvx2(const int32_t* acc, int m, const float* sa, const int32_t* rowConst, const float* sw, const float* bias, float* out, int64_t rsT);
+struct KernelDesc { const char* name; int mr; int w8ActBias; bool w8Abs; MicroKernel w8, w4; QuantRow quantRow; AbsMax absMax; EpilogueRows epilogue; PackAbs packAbs; };
+void epilogueRowsAvx2(const int32_t* acc, int m, const float* sa, const int32_t* rowConst, const int32_t* colCorr, const float* sw,
+                      const float* bias, float* out, int64_t rsT);
 void quantRowScalar(const float* x, int64_t K, float s, const float* col, float z, float qmin, float qmax, float shift, int8_t* out);
 float absMaxScalar(const float* x, const float* col, int64_t K);
 void quantRowAvx2(const float* x, int64_t K, float s, const float* col, float z, float qmin, float qmax, float shift, int8_t* out);

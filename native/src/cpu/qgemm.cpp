@@ -131,24 +131,33 @@ struct PanelTerms { int32_t rsW[kQPanel], zw[kQPanel], Kzw[kQPanel]; float sw[kQ
 void epilogue(const int32_t* acc, int mr, int m, int n, int64_t t0, const Activations& a, const int32_t* rowSumA,
               const PanelTerms& pt, int bits, int w8ActBias, float* out, int64_t rsT, int64_t rsO, detail::EpilogueRows fast) {
   const uint32_t biasW8 = static_cast<uint32_t>(bits == 8 ? w8ActBias : 0);
-  if (fast && n == kQPanel && rsO == 1 && biasW8 == 0 && !pt.anyZw && m <= 16 && a.lowRank == 0) {
+  if (fast && n == kQPanel && rsO == 1 && !pt.anyZw && m <= 16 && a.lowRank == 0) {
+    // Without weight zero points the correction below is (za + packing bias) rsW[j] + nibble bias
+    // rsA[t]: one constant per column when the tile's rows share za (symmetric, or calibrated per
+    // tensor: nearly every layer), plus one per row.
     float sa[16];
-    int32_t rowConst[16];
-    bool zeroFree = true;
+    int32_t rowConst[16], colCorr[kQPanel];
+    const float za0 = a.zero[t0 * a.scaleStride];
+    bool sharedZero = true;
     for (int i = 0; i < m; ++i) {
       const int64_t t = t0 + i;
       sa[i] = a.scale[t * a.scaleStride];
-      zeroFree = zeroFree && a.zero[t * a.scaleStride] == 0.0f;
+      sharedZero = sharedZero && a.zero[t * a.scaleStride] == za0;
       rowConst[i] = bits == 4 ? static_cast<int32_t>(8u * static_cast<uint32_t>(rowSumA[t])) : 0;
     }
-    if (zeroFree) { fast(acc, m, sa, rowConst, pt.sw, pt.bias, out + t0 * rsT, rsT); return; }
+    if (sharedZero) {
+      const uint32_t biasA = static_cast<uint32_t>(static_cast<int32_t>(za0)) + biasW8;
+      for (int j = 0; j < kQPanel; ++j) colCorr[j] = static_cast<int32_t>(biasA * static_cast<uint32_t>(pt.rsW[j]));
+      fast(acc, m, sa, rowConst, colCorr, pt.sw, pt.bias, out + t0 * rsT, rsT);
+      return;
+    }
   }
   float y[kQPanel];
   for (int i = 0; i < m; ++i) {
     const int64_t t = t0 + i;
     const float sa = a.scale[t * a.scaleStride];
     const uint32_t za = static_cast<uint32_t>(static_cast<int32_t>(a.zero[t * a.scaleStride]));
-    const uint32_t rsA = static_cast<uint32_t>(rowSumA[t]);
+    const uint32_t rsA = (bits == 4 || pt.anyZw) ? static_cast<uint32_t>(rowSumA[t]) : 0u;  // only computed when used
     const uint32_t biasA = za + static_cast<uint32_t>(bits == 8 ? w8ActBias : 0);
     const uint32_t bias4 = bits == 4 ? 8u : 0u;
     const int32_t* r = acc + i * kQPanel;
@@ -274,35 +283,21 @@ void gemm(const Activations& a, const Weights& w, float* out, int64_t rsT, int64
   else packActivations(a, K, kd, withAbs, ap, rsWanted, 0, aPanels);
 
   const MicroKernel uk = w.bits == 8 ? kd.w8 : kd.w4;
-  // Full W8 tiles without weight zero points or a low-rank term take the kernel's fused epilogue
-  // when it has one and every row shares one activation zero point (symmetric or calibrated per
-  // tensor: nearly every layer); the zero point's correction is then one int32 per column.
-  bool scaledTiles = kd.w8Scaled && w.bits == 8 && rsO == 1 && !w.zero && kd.w8ActBias == 0 && a.lowRank == 0;
-  for (int64_t t = 1; scaledTiles && t < (a.scaleStride ? T : 1); ++t) scaledTiles = a.zero[t * a.scaleStride] == a.zero[0];
-  const uint32_t zaShared = static_cast<uint32_t>(static_cast<int32_t>(a.zero[0]));
-  float saTensor[16];  // per-tensor scale, spread over a tile's rows
-  std::fill(saTensor, saTensor + 16, a.scale[0]);
   const int64_t MC = static_cast<int64_t>(mr) * 16, PG = 8;  // 64 rows x 8 panels (swept on the EPYC: flat within noise)
   const int64_t rowBlocks = (T + MC - 1) / MC, colGroups = (wPanels + PG - 1) / PG;
   auto task = [&](int64_t tIdx) {
     const int64_t ib = tIdx / colGroups, gi = tIdx % colGroups;
     const int64_t r0 = ib * MC, r1 = std::min(T, r0 + MC);
     alignas(64) int32_t acc[16 * kQPanel];
-    int32_t colCorr[kQPanel];
     PanelTerms pt;
     for (int64_t p = gi * PG; p < std::min(wPanels, (gi + 1) * PG); ++p) {
       panelTerms(w, p, pt);
-      for (int j = 0; j < kQPanel; ++j) colCorr[j] = static_cast<int32_t>(zaShared * static_cast<uint32_t>(pt.rsW[j]));
       const uint8_t* wp = w.packed + p * pb;
       const int n = static_cast<int>(std::min<int64_t>(kQPanel, N - p * kQPanel));
       for (int64_t t0 = r0; t0 < r1; t0 += mr) {
         // Start the output rows' cache-line fetches (for writing) now, under the micro-kernel: the
         // epilogue's stores would otherwise miss and hold up the store queue (about 1.5 % at K = 320).
         if (rsO == 1) for (int i = 0; i < mr && t0 + i < T; ++i) __builtin_prefetch(out + (t0 + i) * rsT + p * kQPanel, 1);
-        if (scaledTiles && n == kQPanel && t0 + mr <= T) {
-          kd.w8Scaled(kg, ap + (t0 / mr) * aPanelBytes, wp, colCorr, a.scaleStride ? a.scale + t0 : saTensor, pt.sw, pt.bias, out + t0 * rsT + p * kQPanel, rsT);
-          continue;
-        }
         uk(kg, ap + (t0 / mr) * aPanelBytes, wp, acc);
         epilogue(acc, mr, static_cast<int>(std::min<int64_t>(mr, T - t0)), n, t0, a, rsa, pt, w.bits, kd.w8ActBias,
                  out + p * kQPanel * rsO, rsT, rsO, kd.epilogue);

@@ -25,9 +25,7 @@ inline __m256i bcast4(const int8_t* p) {
   return _mm256_set1_epi32(v);
 }
 
-// The W8 product of one 4 x 16 tile; finish(c00, c01, ..., c31) receives the raw sums.
-template <class Finish>
-inline void w8tile(int64_t kg, const int8_t* a, const uint8_t* w, Finish finish) {
+void w8x4(int64_t kg, const int8_t* a, const uint8_t* w, int32_t* acc) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
   for (int64_t g = 0; g < kg; ++g, a += 2 * MR * 4, w += 64) {
@@ -42,45 +40,20 @@ inline void w8tile(int64_t kg, const int8_t* a, const uint8_t* w, Finish finish)
     QDM_ROW(0, c00, c01) QDM_ROW(1, c10, c11) QDM_ROW(2, c20, c21) QDM_ROW(3, c30, c31)
 #undef QDM_ROW
   }
-  finish(c00, c01, c10, c11, c20, c21, c30, c31);
+  __m256i* o = reinterpret_cast<__m256i*>(acc);
+  _mm256_storeu_si256(o + 0, c00); _mm256_storeu_si256(o + 1, c01);
+  _mm256_storeu_si256(o + 2, c10); _mm256_storeu_si256(o + 3, c11);
+  _mm256_storeu_si256(o + 4, c20); _mm256_storeu_si256(o + 5, c21);
+  _mm256_storeu_si256(o + 6, c30); _mm256_storeu_si256(o + 7, c31);
 }
 
-void w8x4(int64_t kg, const int8_t* a, const uint8_t* w, int32_t* acc) {
-  w8tile(kg, a, w, [acc](__m256i c00, __m256i c01, __m256i c10, __m256i c11, __m256i c20, __m256i c21, __m256i c30, __m256i c31) {
-    __m256i* o = reinterpret_cast<__m256i*>(acc);
-    _mm256_storeu_si256(o + 0, c00); _mm256_storeu_si256(o + 1, c01);
-    _mm256_storeu_si256(o + 2, c10); _mm256_storeu_si256(o + 3, c11);
-    _mm256_storeu_si256(o + 4, c20); _mm256_storeu_si256(o + 5, c21);
-    _mm256_storeu_si256(o + 6, c30); _mm256_storeu_si256(o + 7, c31);
-  });
-}
-
-// One output row of 16 sums: float(c) * (sa * sw) + bias with the portable loop's two roundings.
-// -mfma would let the compiler contract the multiply and the add into one FMA (one rounding),
-// which made AVX2 outputs differ from the scalar kernel's in the last bit; the empty asm pins the
-// product to a register, so the add cannot be fused with it.
+// float(x) * s + b with the portable loop's two roundings: -mfma would let the compiler contract
+// the multiply and the add into one FMA (one rounding), which made AVX2 outputs differ from the
+// scalar kernel's in the last bit; the empty asm pins the product to a register.
 inline __m256 mulAdd2(__m256 x, __m256 s, __m256 b) {
   __m256 p = _mm256_mul_ps(x, s);
   asm("" : "+x"(p));
   return _mm256_add_ps(p, b);
-}
-inline void scaleRow(__m256i c0, __m256i c1, float sa, __m256 sw0, __m256 sw1, __m256 b0, __m256 b1, float* out) {
-  const __m256 s = _mm256_set1_ps(sa);
-  _mm256_storeu_ps(out, mulAdd2(_mm256_cvtepi32_ps(c0), _mm256_mul_ps(s, sw0), b0));
-  _mm256_storeu_ps(out + 8, mulAdd2(_mm256_cvtepi32_ps(c1), _mm256_mul_ps(s, sw1), b1));
-}
-
-// W8 tile with the epilogue applied to the sums still in registers (no int32 round trip).
-void w8x4Scaled(int64_t kg, const int8_t* a, const uint8_t* w, const int32_t* colCorr, const float* sa, const float* sw, const float* bias,
-                float* out, int64_t rsT) {
-  w8tile(kg, a, w, [=](__m256i c00, __m256i c01, __m256i c10, __m256i c11, __m256i c20, __m256i c21, __m256i c30, __m256i c31) {
-    const __m256 sw0 = _mm256_loadu_ps(sw), sw1 = _mm256_loadu_ps(sw + 8), b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
-    const __m256i k0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colCorr)), k1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colCorr + 8));
-    scaleRow(_mm256_sub_epi32(c00, k0), _mm256_sub_epi32(c01, k1), sa[0], sw0, sw1, b0, b1, out);
-    scaleRow(_mm256_sub_epi32(c10, k0), _mm256_sub_epi32(c11, k1), sa[1], sw0, sw1, b0, b1, out + rsT);
-    scaleRow(_mm256_sub_epi32(c20, k0), _mm256_sub_epi32(c21, k1), sa[2], sw0, sw1, b0, b1, out + 2 * rsT);
-    scaleRow(_mm256_sub_epi32(c30, k0), _mm256_sub_epi32(c31, k1), sa[3], sw0, sw1, b0, b1, out + 3 * rsT);
-  });
 }
 
 // Two activation rows per pass over the panel (the kernel makes two passes): 4 int32 and 4 int16
@@ -182,15 +155,21 @@ float absMaxAvx2(const float* x, const float* col, int64_t K) {
   return r;
 }
 
-void epilogueRowsAvx2(const int32_t* acc, int m, const float* sa, const int32_t* rowConst, const float* sw, const float* bias, float* out, int64_t rsT) {
+void epilogueRowsAvx2(const int32_t* acc, int m, const float* sa, const int32_t* rowConst, const int32_t* colCorr, const float* sw,
+                      const float* bias, float* out, int64_t rsT) {
   const __m256 sw0 = _mm256_loadu_ps(sw), sw1 = _mm256_loadu_ps(sw + 8), b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
+  const __m256i k0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colCorr)), k1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colCorr + 8));
   for (int i = 0; i < m; ++i) {
     const __m256i c = _mm256_set1_epi32(rowConst[i]);
+    const __m256 s = _mm256_set1_ps(sa[i]);
     const __m256i* r = reinterpret_cast<const __m256i*>(acc + i * kQPanel);
-    scaleRow(_mm256_sub_epi32(_mm256_loadu_si256(r), c), _mm256_sub_epi32(_mm256_loadu_si256(r + 1), c), sa[i], sw0, sw1, b0, b1, out + i * rsT);
+    const __m256 v0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_sub_epi32(_mm256_loadu_si256(r), c), k0));
+    const __m256 v1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_sub_epi32(_mm256_loadu_si256(r + 1), c), k1));
+    _mm256_storeu_ps(out + i * rsT, mulAdd2(v0, _mm256_mul_ps(s, sw0), b0));
+    _mm256_storeu_ps(out + i * rsT + 8, mulAdd2(v1, _mm256_mul_ps(s, sw1), b1));
   }
 }
 
-KernelDesc avx2Kernel() { return {"avx2", MR, 0, true, w8x4, w4x4, quantRowAvx2, absMaxAvx2, epilogueRowsAvx2, packAbs4, w8x4Scaled}; }
+KernelDesc avx2Kernel() { return {"avx2", MR, 0, true, w8x4, w4x4, quantRowAvx2, absMaxAvx2, epilogueRowsAvx2, packAbs4}; }
 
 }  // namespace qdm::cpu::qgemm::detail
