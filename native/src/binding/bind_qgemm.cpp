@@ -47,6 +47,15 @@ void lowRankArg(Napi::Env env, const Napi::CallbackInfo& info, size_t at, int64_
   a.lowRank = xa.shape[1];
 }
 
+// The [T, K] input (codes or floats) at info[in] and the f32 [T, N] output at info[outAt].
+struct Rows { View in, out; int64_t T, K, N; };
+Rows rowsArg(Napi::Env env, const Napi::CallbackInfo& info, size_t in, size_t outAt, const char* what, DType dt, const char* op) {
+  View x = needDense(env, info[in], what, dt), out = needDense(env, info[outAt], "out", DType::F32);
+  if (x.ndim != 2 || out.ndim != 2 || out.shape[0] != x.shape[0])
+    throwCode(env, "QDM_SHAPE_MISMATCH", std::string(op) + ": " + what + " [T, K] and out [T, N] expected");
+  return {x, out, x.shape[0], x.shape[1], out.shape[1]};
+}
+
 // qgemmPackedBytes(n, k, bits) -> number
 Napi::Value PackedBytes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -92,9 +101,7 @@ Napi::Value QuantizeActs(const Napi::CallbackInfo& info) {
 Napi::Value Linear(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&] {
-    View codes = needDense(env, info[0], "codes", DType::I8), out = needDense(env, info[8], "out", DType::F32);
-    if (codes.ndim != 2 || out.ndim != 2 || out.shape[0] != codes.shape[0]) throwCode(env, "QDM_SHAPE_MISMATCH", "qgemmLinear: codes [T, K] and out [T, N] expected");
-    const int64_t T = codes.shape[0], K = codes.shape[1], N = out.shape[1];
+    const auto [codes, out, T, K, N] = rowsArg(env, info, 0, 8, "codes", DType::I8, "qgemmLinear");
     View sa = needDense(env, info[1], "actScale", DType::F32), za = needDense(env, info[2], "actZero", DType::F32);
     if (sa.numel() != za.numel() || (sa.numel() != T && sa.numel() != 1)) throwCode(env, "QDM_SHAPE_MISMATCH", "qgemmLinear: activation scale/zero must have T or 1 entries");
     qg::Weights w = weightsArg(env, info, 3, N, K, static_cast<int>(intArg(info, 9)));
@@ -112,9 +119,7 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
 Napi::Value LinearQuantizing(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&] {
-    View x = needDense(env, info[0], "x", DType::F32), out = needDense(env, info[14], "out", DType::F32);
-    if (x.ndim != 2 || out.ndim != 2 || out.shape[0] != x.shape[0]) throwCode(env, "QDM_SHAPE_MISMATCH", "qgemmLinearQuantizing: x [T, K] and out [T, N] expected");
-    const int64_t T = x.shape[0], K = x.shape[1], N = out.shape[1];
+    const auto [x, out, T, K, N] = rowsArg(env, info, 0, 14, "x", DType::F32, "qgemmLinearQuantizing");
     float* so = const_cast<float*>(optF32(env, info[1], "scaleOut", T));
     float* zo = const_cast<float*>(optF32(env, info[2], "zeroOut", T));
     if (!so || !zo) throwCode(env, "QDM_BAD_ARGUMENT", "qgemmLinearQuantizing: scaleOut and zeroOut are required");
