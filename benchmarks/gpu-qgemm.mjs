@@ -8,8 +8,10 @@
 // quantizes them), weights packed once, untimed. Timing: `reps` calls captured into one CUDA
 // graph (so the JS dispatch cost is not measured, as the peer's back-to-back launches), replayed
 // several times; the median replay / reps. Exits 0 with a skip line when there is no CUDA device.
-// On sm_90 the W8 rows are also timed on the opt-in wgmma kernel (qgemmCudaPath('wgmma')), after a
-// check that its output equals the mma.sync kernel's (int8 bit for bit, fp8 to 1e-3).
+// With --wgmma on sm_90 the W8 rows are also timed on the opt-in wgmma kernel (qgemmCudaPath('wgmma')),
+// after a check that its output equals the mma.sync kernel's (int8 bit for bit, fp8 to 1e-3). A flag,
+// because that kernel has never run: a fault would end the process, so scripts/gpu/run.sh runs it
+// after the plain run.
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -27,8 +29,9 @@ if (why !== null) {
 }
 const cuda = createRequire(import.meta.url)('@qdm/native').cuda;
 const info = cuda.deviceInfo();
-// The wgmma columns exist only where that kernel can run.
-const hopper = info.capability === 90 && typeof cuda.qgemmCudaPath === 'function';
+// The wgmma columns exist only where that kernel can run, and when asked for.
+const hopper = args.has('--wgmma') && info.capability === 90 && typeof cuda.qgemmCudaPath === 'function';
+if (args.has('--wgmma') && !hopper) console.log(`gpu-qgemm: --wgmma ignored (sm_${info.capability}: the wgmma kernel needs sm_90)`);
 
 const SHAPES = [  // M x N x K (tokens x out x in)
   [8192, 8192, 8192], [8192, 1280, 1280], [32768, 1280, 320], [32768, 320, 320], [4096, 10240, 1280],

@@ -65,6 +65,14 @@ if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
     echo "$name exit status $?" | tee -a "$OUT/$name.log"
     tail -25 "$OUT/$name.log"
   done
+  # The opt-in wgmma columns last, in their own process (the kernel has never run; see gpu-qgemm.mjs).
+  if [ -f benchmarks/gpu-qgemm.mjs ] && [ -z "${QDM_BENCH:-}" ]; then
+    echo "== gpu-qgemm --wgmma"
+    # shellcheck disable=SC2086
+    node benchmarks/gpu-qgemm.mjs --wgmma --no-peer --json "$OUT/gpu-qgemm-wgmma.json" ${QDM_BENCH_ARGS:-} > "$OUT/gpu-qgemm-wgmma.log" 2>&1
+    echo "gpu-qgemm --wgmma exit status $?" | tee -a "$OUT/gpu-qgemm-wgmma.log"
+    tail -25 "$OUT/gpu-qgemm-wgmma.log"
+  fi
 fi
 echo "run.sh: done in $(( $(date +%s) - t0 )) s; results in $OUT"
 exit $rc
