@@ -32,6 +32,18 @@ export function allocTyped(dtype: DType, numel: number): Storage {
   }
 }
 
+/** The typed array allocTyped would give, over an existing buffer of byteSize(dtype, numel) bytes. */
+export function typedOver(dtype: DType, buf: ArrayBuffer): Storage {
+  switch (dtype) {
+    case 'f32': return new Float32Array(buf);
+    case 'f16': case 'bf16': return new Uint16Array(buf);
+    case 'i8': return new Int8Array(buf);
+    case 'u8': case 'f8e4m3': case 'i4': return new Uint8Array(buf);
+    case 'i32': return new Int32Array(buf);
+    case 'i64': return new BigInt64Array(buf);
+  }
+}
+
 export function byteSize(dtype: DType, numel: number): number {
   return dtype === 'i4' ? Math.ceil(numel / 2) : numel * DTYPE_BYTES[dtype];
 }

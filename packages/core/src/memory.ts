@@ -1,10 +1,12 @@
 // Tensor memory: storage with reference counts, per-device statistics with the peak,
 // tidy() scopes and a finalizer as a safety net.
 //
-// CPU storage is a JS typed array handed to the addon by pointer (zero-copy). The memory is
-// returned to the system by the garbage collector; dispose() drops our reference at once and
-// keeps the accounting exact, so peaks measure what the program holds, not when GC runs.
-import { allocTyped, byteSize, type DType, type Storage } from './dtype.js';
+// CPU storage is a JS typed array handed to the addon by pointer (zero-copy). dispose() drops our
+// reference at once and keeps the accounting exact, so peaks measure what the program holds, not
+// when GC runs. Buffers that never left the library (see CpuBufferPool) are kept for reuse: a
+// sampler allocates the same activation sizes every step, and fresh ArrayBuffers make V8 run a
+// major GC every few hundred MB of them, with concurrent marking taking a core from the kernels.
+import { allocTyped, byteSize, typedOver, type DType, type Storage } from './dtype.js';
 
 export type Device = 'cpu' | 'cuda';
 
@@ -33,11 +35,51 @@ export function setDeviceMemorySource(device: Device, src: DeviceMemorySource): 
  */
 export function memoryStats(device: Device = 'cpu'): MemoryStats & Record<string, number> {
   const src = deviceSources[device];
-  return src ? { ...stats[device], ...src.stats() } : { ...stats[device] };
+  if (src) return { ...stats[device], ...src.stats() };
+  return device === 'cpu' ? { ...stats.cpu, pooledBytes } : { ...stats[device] };
 }
 export function resetPeakMemory(device: Device = 'cpu'): void {
   stats[device].peakBytes = stats[device].bytesInUse;
   deviceSources[device]?.resetPeak();
+}
+
+// ---- CPU buffer reuse -------------------------------------------------------------------
+// Free lists of ArrayBuffers by byte length, bounded in total. Only buffers the library allocated
+// and never handed out (cpuData() marks a storage as handed out) are pooled, so a typed array a
+// caller kept can never be rewritten under it. Reused buffers are zeroed, as fresh ones are.
+const pool = new Map<number, ArrayBuffer[]>();
+let pooledBytes = 0;
+let poolLimit = 256 * 2 ** 20;
+
+/** Caps the bytes kept for reuse (default 256 MiB), dropping what is over; 0 disables reuse. */
+export function setCpuPoolLimit(bytes: number): void {
+  if (!(bytes >= 0)) throw new RangeError(`setCpuPoolLimit: expected a byte count >= 0, got ${bytes}`);
+  poolLimit = bytes;
+  for (const [size, list] of pool) {
+    while (pooledBytes > bytes && list.length > 0) { list.pop(); pooledBytes -= size; }
+    if (list.length === 0) pool.delete(size);
+  }
+}
+
+function takeBuffer(bytes: number): ArrayBuffer | null {
+  const list = pool.get(bytes);
+  const buf = list?.pop();
+  if (!buf) return null;
+  pooledBytes -= bytes;
+  new Uint8Array(buf).fill(0);
+  return buf;
+}
+function keepBuffer(buf: ArrayBuffer): void {
+  const bytes = buf.byteLength;
+  if (bytes === 0 || pooledBytes + bytes > poolLimit) return;
+  let list = pool.get(bytes);
+  if (!list) pool.set(bytes, (list = []));
+  list.push(buf);
+  pooledBytes += bytes;
+}
+function allocCpu(dtype: DType, numel: number): Storage {
+  const reused = takeBuffer(byteSize(dtype, numel));
+  return reused ? typedOver(dtype, reused) : allocTyped(dtype, numel);
 }
 
 /** Releases device memory: backends register how (the CUDA backend frees its block). */
@@ -56,6 +98,8 @@ export class TensorStorage {
   private refs = 0;
   private released = false;
   private readonly releaser: Releaser | null;
+  /** CPU: the buffer was allocated here and never handed out, so it may be reused once released. */
+  private reusable: boolean;
 
   constructor(device: Device, dtype: DType, numel: number, init?: { data?: Storage; handle?: unknown; releaser?: Releaser }) {
     this.device = device;
@@ -63,7 +107,8 @@ export class TensorStorage {
     this.numel = numel;
     this.meta = metaDepth > 0 && !init?.data;
     this.bytes = this.meta ? 0 : byteSize(dtype, numel);
-    this._data = device === 'cpu' && !this.meta ? (init?.data ?? allocTyped(dtype, numel)) : null;
+    this._data = device === 'cpu' && !this.meta ? (init?.data ?? allocCpu(dtype, numel)) : null;
+    this.reusable = this._data !== null && !init?.data;
     this.handle = init?.handle ?? null;
     this.releaser = init?.releaser ?? null;
     const s = stats[device];
@@ -73,7 +118,10 @@ export class TensorStorage {
     if (s.bytesInUse > s.peakBytes) s.peakBytes = s.bytesInUse;
   }
 
-  get data(): Storage | null { return this._data; }
+  /** The typed array, for the caller to keep: the buffer is then never reused. */
+  get data(): Storage | null { this.reusable = false; return this._data; }
+  /** The typed array for a kernel call that does not keep it (the buffer stays reusable). */
+  get kernelData(): Storage | null { return this._data; }
   get isReleased(): boolean { return this.released; }
 
   retain(): void { this.refs += 1; }
@@ -83,6 +131,7 @@ export class TensorStorage {
   }
   private free(): void {
     this.released = true;
+    if (this.reusable && this._data) keepBuffer(this._data.buffer as ArrayBuffer);
     this._data = null;
     const s = stats[this.device];
     s.bytesInUse -= this.bytes;

@@ -78,8 +78,14 @@ export class Tensor {
 
   /** The CPU storage, or throws if disposed. */
   cpuData(): NonNullable<TensorStorage['data']> {
+    const d = this.kernelData();
+    return this.storage.data ?? d;  // handed out: the buffer is never reused (memory.ts)
+  }
+
+  /** The storage's typed array for a kernel call that does not keep it. */
+  private kernelData(): NonNullable<TensorStorage['data']> {
     this.assertLive();
-    const d = this.storage.data;
+    const d = this.storage.kernelData;
     if (this.storage.meta) throw new ArgumentError(`tensor ${shapeStr(this.shape)} is shape-only (built under withMetaTensors) and has no data`);
     if (!d) throw new DisposedError(`tensor ${shapeStr(this.shape)} has no CPU storage (device ${this.device})`);
     return d;
@@ -95,7 +101,7 @@ export class Tensor {
       this.assertLive();
       return [this.storage.handle, this.offset, this.shape as number[], this.strides as number[], DTYPE_CODE[this.dtype], this.storage.numel] as unknown as NativeView;
     }
-    return [this.cpuData(), this.offset, this.shape as number[], this.strides as number[], DTYPE_CODE[this.dtype]];
+    return [this.kernelData(), this.offset, this.shape as number[], this.strides as number[], DTYPE_CODE[this.dtype]];
   }
 
   assertLive(): void {
