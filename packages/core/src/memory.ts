@@ -49,14 +49,22 @@ export function resetPeakMemory(device: Device = 'cpu'): void {
 // caller kept can never be rewritten under it. Reused buffers are zeroed, as fresh ones are.
 const pool = new Map<number, ArrayBuffer[]>();
 let pooledBytes = 0;
-let poolLimit = 256 * 2 ** 20;
+let fixedLimit: number | null = null;
+// Automatic limit: the program's CPU peak (at least 256 MiB). A sampler step that allocates P bytes
+// and frees them at its end then finds all P in the pool at the next step; the process holds about
+// its peak either way (V8 would hold the garbage until a GC).
+const poolLimit = () => fixedLimit ?? Math.max(256 * 2 ** 20, stats.cpu.peakBytes);
 
-/** Caps the bytes kept for reuse (default 256 MiB), dropping what is over; 0 disables reuse. */
-export function setCpuPoolLimit(bytes: number): void {
-  if (!(bytes >= 0)) throw new RangeError(`setCpuPoolLimit: expected a byte count >= 0, got ${bytes}`);
-  poolLimit = bytes;
+/**
+ * Caps the bytes of released CPU buffers kept for reuse, dropping what is over; 0 disables reuse,
+ * null restores the automatic limit (the CPU peak of memoryStats(), at least 256 MiB).
+ */
+export function setCpuPoolLimit(bytes: number | null): void {
+  if (bytes !== null && !(bytes >= 0)) throw new RangeError(`setCpuPoolLimit: expected a byte count >= 0 or null, got ${bytes}`);
+  fixedLimit = bytes;
+  const limit = poolLimit();
   for (const [size, list] of pool) {
-    while (pooledBytes > bytes && list.length > 0) { list.pop(); pooledBytes -= size; }
+    while (pooledBytes > limit && list.length > 0) { list.pop(); pooledBytes -= size; }
     if (list.length === 0) pool.delete(size);
   }
 }
@@ -71,7 +79,7 @@ function takeBuffer(bytes: number): ArrayBuffer | null {
 }
 function keepBuffer(buf: ArrayBuffer): void {
   const bytes = buf.byteLength;
-  if (bytes === 0 || pooledBytes + bytes > poolLimit) return;
+  if (bytes === 0 || pooledBytes + bytes > poolLimit()) return;
   let list = pool.get(bytes);
   if (!list) pool.set(bytes, (list = []));
   list.push(buf);

@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { add, empty, full, memoryStats, randn, setCpuPoolLimit, tidy } from '@qdm/core';
 
 const N = 12345;  // a size no other test in this file allocates by accident
-afterEach(() => setCpuPoolLimit(256 * 2 ** 20));
+afterEach(() => setCpuPoolLimit(null));
 
 describe('CPU buffer reuse', () => {
   it('reuses a released kernel buffer and hands it out zeroed', () => {
@@ -40,5 +40,8 @@ describe('CPU buffer reuse', () => {
     expect(memoryStats().pooledBytes).toBe(0);
     expect(() => setCpuPoolLimit(-1)).toThrow(RangeError);
     expect(() => setCpuPoolLimit(Number.NaN)).toThrow(RangeError);
+    setCpuPoolLimit(null);  // automatic: at least 256 MiB
+    tidy(() => { add(full([N], 1), full([N], 2)); });
+    expect(memoryStats().pooledBytes).toBeGreaterThanOrEqual(3 * 4 * N);
   });
 });
