@@ -3,7 +3,9 @@
 # made next to this script, then runs the CUDA tests and the GPU benchmarks (benchmarks/gpu-*.mjs,
 # which run their PyTorch peers themselves), writing logs and JSON to $OUT (default ./gpu-out).
 #
-# Usage: bash run.sh [tests|bench|all]    (default all)
+# Usage: bash run.sh [tests|bench|cpu|all]    (default all; each stage fits one 10-minute device call)
+#   cpu: the CPU kernel tests and quick CPU benchmarks on this machine's host CPU (AVX-512 / VNNI
+#        kernels, which the AVX2-only development machines cannot run)
 #   QDM_GPU_TESTS   test paths for vitest (default: every CUDA test file)
 #   QDM_BENCH_ARGS  extra arguments for each benchmark (e.g. --quick)
 #   QDM_BENCH       which benchmarks (default: benchmarks/gpu-*.mjs)
@@ -73,6 +75,21 @@ if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
     echo "gpu-qgemm --wgmma exit status $?" | tee -a "$OUT/gpu-qgemm-wgmma.log"
     tail -25 "$OUT/gpu-qgemm-wgmma.log"
   fi
+fi
+if [ "$WHAT" = all ] || [ "$WHAT" = cpu ]; then
+  echo "== cpu: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2); flags: $(grep -m1 -o -w -E 'avx512f|avx512_vnni|avx512vnni|amx_int8' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+  node node_modules/vitest/vitest.mjs run packages/core/test/gemm.test.ts packages/core/test/attention-fused.test.ts packages/quant/test/qgemm.test.ts packages/quant/test/kernels.test.ts \
+    --reporter=default --reporter=json --outputFile.json="$OUT/cpu-tests.json" > "$OUT/cpu-tests.log" 2>&1
+  rc3=$?
+  tail -15 "$OUT/cpu-tests.log"
+  echo "cpu tests exit status $rc3"
+  [ "$rc" -eq 0 ] && rc=$rc3
+  for b in quant-gemm cpu-kernels; do
+    [ -f "benchmarks/$b.mjs" ] || continue
+    node "benchmarks/$b.mjs" --quick --json "$OUT/$b.json" > "$OUT/$b.log" 2>&1
+    echo "$b exit status $?" | tee -a "$OUT/$b.log"
+    tail -25 "$OUT/$b.log"
+  done
 fi
 echo "run.sh: done in $(( $(date +%s) - t0 )) s; results in $OUT"
 exit $rc
