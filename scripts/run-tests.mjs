@@ -10,7 +10,10 @@ import { join } from 'node:path';
 const dir = mkdtempSync(join(tmpdir(), 'qdm-tests-'));
 const report = join(dir, 'report.json');
 const args = ['vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`, ...process.argv.slice(2)];
-const r = spawnSync('npx', args, { stdio: 'inherit', env: { ...process.env, FORCE_COLOR: process.env.FORCE_COLOR ?? '0' } });
+// Uninitialized CPU outputs are filled with NaN bytes (packages/core/src/memory.ts), so a kernel that
+// leaves part of its output unwritten fails a test instead of passing on a zeroed buffer.
+const env = { ...process.env, FORCE_COLOR: process.env.FORCE_COLOR ?? '0', QDM_POISON_UNINITIALIZED: process.env.QDM_POISON_UNINITIALIZED ?? '1' };
+const r = spawnSync('npx', args, { stdio: 'inherit', env });
 
 let passed = 0, failed = 0, skipped = 0, suitesFailed = 0;
 if (existsSync(report)) {

@@ -69,12 +69,12 @@ export function setCpuPoolLimit(bytes: number | null): void {
   }
 }
 
-function takeBuffer(bytes: number): ArrayBuffer | null {
+function takeBuffer(bytes: number, zero: boolean): ArrayBuffer | null {
   const list = pool.get(bytes);
   const buf = list?.pop();
   if (!buf) return null;
   pooledBytes -= bytes;
-  new Uint8Array(buf).fill(0);
+  if (zero) new Uint8Array(buf).fill(0);
   return buf;
 }
 function keepBuffer(buf: ArrayBuffer): void {
@@ -85,9 +85,14 @@ function keepBuffer(buf: ArrayBuffer): void {
   list.push(buf);
   pooledBytes += bytes;
 }
-function allocCpu(dtype: DType, numel: number): Storage {
-  const reused = takeBuffer(byteSize(dtype, numel));
-  return reused ? typedOver(dtype, reused) : allocTyped(dtype, numel);
+// QDM_POISON_UNINITIALIZED=1 fills every uninitialized CPU buffer with 0xFF bytes (NaN in floats),
+// fresh or reused, so a kernel that leaves part of such an output unwritten shows up in the tests.
+const poison = typeof process !== 'undefined' && process.env?.QDM_POISON_UNINITIALIZED === '1';
+function allocCpu(dtype: DType, numel: number, zero: boolean): Storage {
+  const reused = takeBuffer(byteSize(dtype, numel), zero);
+  const data = reused ? typedOver(dtype, reused) : allocTyped(dtype, numel);
+  if (poison && !zero) new Uint8Array(data.buffer, data.byteOffset, data.byteLength).fill(0xff);
+  return data;
 }
 
 /** Releases device memory: backends register how (the CUDA backend frees its block). */
@@ -109,13 +114,14 @@ export class TensorStorage {
   /** CPU: the buffer was allocated here and never handed out, so it may be reused once released. */
   private reusable: boolean;
 
-  constructor(device: Device, dtype: DType, numel: number, init?: { data?: Storage; handle?: unknown; releaser?: Releaser }) {
+  /** init.uninitialized: a reused CPU buffer keeps its old bytes (for outputs a kernel writes in full). */
+  constructor(device: Device, dtype: DType, numel: number, init?: { data?: Storage; handle?: unknown; releaser?: Releaser; uninitialized?: boolean }) {
     this.device = device;
     this.dtype = dtype;
     this.numel = numel;
     this.meta = metaDepth > 0 && !init?.data;
     this.bytes = this.meta ? 0 : byteSize(dtype, numel);
-    this._data = device === 'cpu' && !this.meta ? (init?.data ?? allocCpu(dtype, numel)) : null;
+    this._data = device === 'cpu' && !this.meta ? (init?.data ?? allocCpu(dtype, numel, !init?.uninitialized)) : null;
     this.reusable = this._data !== null && !init?.data;
     this.handle = init?.handle ?? null;
     this.releaser = init?.releaser ?? null;

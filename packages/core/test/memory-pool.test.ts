@@ -1,7 +1,7 @@
 // CPU buffer reuse (memory.ts): released buffers that never left the library are reused, zeroed;
 // a typed array handed out by cpuData() / data() is never rewritten after its tensor is gone.
 import { afterEach, describe, expect, it } from 'vitest';
-import { add, empty, full, memoryStats, randn, setCpuPoolLimit, tidy } from '@qdm/core';
+import { add, empty, emptyUninitialized, full, memoryStats, randn, setCpuPoolLimit, tidy } from '@qdm/core';
 
 const N = 12345;  // a size no other test in this file allocates by accident
 afterEach(() => setCpuPoolLimit(null));
@@ -28,6 +28,16 @@ describe('CPU buffer reuse', () => {
     tidy(() => { for (let i = 0; i < 20; ++i) add(randn([N], { seed: i }), full([N], 1)); });
     expect(held.every((v) => v === 7)).toBe(true);
     expect(read.every((v) => v === 14)).toBe(true);
+  });
+
+  it('empty() is zeroed even from a reused buffer; emptyUninitialized() is poisoned under QDM_POISON_UNINITIALIZED=1 (as pnpm test runs)', () => {
+    setCpuPoolLimit(2 ** 30);
+    tidy(() => { add(full([N], 5), full([N], 6)); });
+    expect(empty([N]).data().every((v) => v === 0)).toBe(true);
+    tidy(() => { add(full([N], 5), full([N], 6)); });
+    const u = emptyUninitialized([N]).data();
+    if (process.env.QDM_POISON_UNINITIALIZED === '1') expect(u.every((v) => Number.isNaN(v))).toBe(true);
+    else expect(u.length).toBe(N);
   });
 
   it('the limit bounds what is kept; 0 empties the pool; a bad limit is refused', () => {

@@ -16,7 +16,7 @@
 // quantizes the input once into channels-last codes, pads them with the zero-point code, gathers
 // the im2row matrix of codes (one strided copy, int8: a quarter of a float im2col) and runs the
 // integer GEMM on it; the weights are packed with the reduction in the same (kh, kw, c) order.
-import { ArgumentError, DTypeError, DeviceError, QdmError, ShapeError, Tensor, asF32, castRaw, contiguous, empty, fromNative, getBackend, isGradEnabled, kernel, matmul, moveRaw, pad, permute, shapeStr, slice, tidy, type Device } from '@qdm/core';
+import { ArgumentError, DTypeError, DeviceError, QdmError, ShapeError, Tensor, asF32, castRaw, contiguous, empty, emptyUninitialized, fromNative, getBackend, isGradEnabled, kernel, matmul, moveRaw, pad, permute, shapeStr, slice, tidy, type Device } from '@qdm/core';
 
 /** Weights packed for the low-bit GEMM: n output channels (rows) by k reduction codes. */
 export interface PackedWeights {
@@ -147,7 +147,7 @@ export function quantizeActivations(x: Tensor, act: ActSpec, colFactor?: Tensor)
   const a = checkAct(act, op);
   const K = x.shape[x.ndim - 1]!, T = x.numel / Math.max(K, 1);
   const col = vec(colFactor, K, 'colFactor', op, x.device);
-  const codes = empty(x.shape, 'i8', x.device), scale = empty([T], 'f32', x.device), zeroPoint = empty([T], 'f32', x.device);
+  const codes = emptyUninitialized(x.shape, 'i8', x.device), scale = empty([T], 'f32', x.device), zeroPoint = empty([T], 'f32', x.device);
   if (x.numel > 0) kernel('qgemmQuantizeActs', floatIn(x).reshape([T, K]), codes.reshape([T, K]), scale, zeroPoint, a.dynamic, a.scale, a.zero, a.qmin, a.qmax, col);
   return { codes, scale, zeroPoint };
 }
@@ -181,7 +181,7 @@ export function quantLinear(x: Tensor, w: PackedWeights, act: ActSpec, opts: { b
       else throw new ArgumentError(`${op}: lowRank needs xa [tokens, r] or a [k, r]`);
       if (xa.shape[0] !== T || xa.shape[1] !== b.shape[0]) throw new ShapeError(`${op}: low-rank xa ${shapeStr(xa.shape)} must be [${T}, ${b.shape[0]}]`);
     }
-    const out = empty([T, w.n], device === 'cpu' ? 'f32' : x.dtype, device);
+    const out = emptyUninitialized([T, w.n], device === 'cpu' ? 'f32' : x.dtype, device);
     if (T > 0 && device === 'cpu') {
       // One pass: the CPU GEMM quantizes each row as it packs it (no code matrix).
       const a = checkAct(act, op), col = vec(opts.colFactor, K, 'colFactor', op, device);
@@ -231,7 +231,7 @@ export function quantConv2d(x: Tensor, w: PackedWeights, kernelSize: [number, nu
   const OH = Math.floor((H + 2 * pH - dH * (kh - 1) - 1) / sH) + 1, OW = Math.floor((W + 2 * pW - dW * (kw - 1) - 1) / sW) + 1;
   if (OH < 1 || OW < 1) throw new ShapeError(`${op}: input ${shapeStr(x.shape)} is smaller than the ${kh}x${kw} kernel`);
   if (x.device !== 'cpu' || w.conv?.im2row) return im2rowConv2d(x, w, a, { kh, kw, sH, sW, pH, pW, dH, dW, OH, OW }, opts);
-  const out = empty([N, w.n, OH, OW], 'f32', 'cpu');
+  const out = emptyUninitialized([N, w.n, OH, OW], 'f32', 'cpu');
   const bias = vec(opts.bias, w.n, 'bias', op), col = vec(opts.colFactor, C, 'colFactor', op);
   if (N > 0) kernel('qgemmConv2d', f32(x), w.packed, w.rowSums, w.scale, w.zeroPoint ?? null, bias, out, w.bits, kh, kw, sH, sW, pH, pW, dH, dW, a.scale, a.zero, a.qmin, a.qmax, col);
   return out;
@@ -251,7 +251,7 @@ function im2rowConv2d(x: Tensor, w: PackedWeights, a: ReturnType<typeof checkAct
   const [N, C] = x.shape as [number, number, number, number];
   const device = x.device;
   const bias = vec(opts.bias, w.n, 'bias', op, device);
-  const out = empty([N, g.OH, g.OW, w.n], device === 'cpu' ? 'f32' : x.dtype, device);
+  const out = emptyUninitialized([N, g.OH, g.OW, w.n], device === 'cpu' ? 'f32' : x.dtype, device);
   if (N === 0) return contiguous(permute(out, [0, 3, 1, 2]));
   // The codes, the padded codes and the window matrix die here (see quantLinear).
   return tidy(() => {

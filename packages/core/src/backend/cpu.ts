@@ -11,7 +11,7 @@ function toArg(a: unknown): unknown {
 
 export const cpuBackend: Backend = {
   device: 'cpu',
-  alloc(dtype: DType, numel: number) { return new TensorStorage('cpu', dtype, numel); },
+  alloc(dtype: DType, numel: number, opts?: { uninitialized?: boolean }) { return new TensorStorage('cpu', dtype, numel, opts); },
   run(name: string, args: unknown[]) {
     const fn = addon[name];
     if (typeof fn !== 'function') throw new Error(`the CPU backend has no kernel '${name}'`);

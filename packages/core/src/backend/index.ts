@@ -11,7 +11,8 @@ import { createCudaBackend, cudaRuntime } from './cuda.js';
 
 export interface Backend {
   readonly device: Device;
-  alloc(dtype: DType, numel: number): TensorStorage;
+  /** opts.uninitialized: the contents may be left unspecified (the caller's kernel writes them all). */
+  alloc(dtype: DType, numel: number, opts?: { uninitialized?: boolean }): TensorStorage;
   /** Runs kernel `name`; Tensor arguments become views, everything else passes as is. */
   run(name: string, args: unknown[]): unknown;
   /** Waits for queued work (no-op on the CPU). */

@@ -9,7 +9,7 @@ import { BinaryOp, UnaryOp, type BinaryOpName, type UnaryOpName } from '../backe
 import { record } from '../autograd.js';
 import { Tensor } from '../tensor.js';
 import { castRaw, full } from './creation.js';
-import { broadcastShapes, empty, expandView } from './util.js';
+import { broadcastShapes, empty, emptyUninitialized, expandView } from './util.js';
 import { sumToShape } from './reduce.js';
 
 type Operand = Tensor | number;
@@ -52,7 +52,7 @@ function rawBinary(name: BinaryOpName, a: Tensor, b: Tensor): Tensor {
   const shape = broadcastShapes(a.shape, b.shape, name);
   const dtype = resultDtype(a.dtype, b.dtype);
   const a32 = asF32(a), b32 = asF32(b);
-  const out = empty(shape, computeDtype(a.device, dtype), a.device);
+  const out = emptyUninitialized(shape, computeDtype(a.device, dtype), a.device);
   kernel('binary', BinaryOp[name], expandView(a32, shape), expandView(b32, shape), out);
   if (a32 !== a) a32.dispose();
   if (b32 !== b) b32.dispose();
@@ -62,7 +62,7 @@ function rawBinary(name: BinaryOpName, a: Tensor, b: Tensor): Tensor {
 function rawUnary(name: UnaryOpName, x: Tensor, p0 = 0, p1 = 0): Tensor {
   if (!isFloating(x.dtype)) throw new DTypeError(`${name}: expected a floating-point tensor, got ${x.dtype}`);
   const x32 = asF32(x);
-  const out = empty(x.shape, computeDtype(x.device, x.dtype), x.device);
+  const out = emptyUninitialized(x.shape, computeDtype(x.device, x.dtype), x.device);
   kernel('unary', UnaryOp[name], x32, out, p0, p1);
   if (x32 !== x) x32.dispose();
   return narrowTo(out, x.dtype === 'f8e4m3' ? 'f32' : x.dtype);
@@ -71,7 +71,7 @@ function rawUnary(name: UnaryOpName, x: Tensor, p0 = 0, p1 = 0): Tensor {
 /** d(op)/dx * g, computed by the fused backward kernel. */
 function rawUnaryBackward(name: UnaryOpName, x: Tensor, g: Tensor, p0 = 0, p1 = 0): Tensor {
   const x32 = asF32(x), g32 = asF32(g);
-  const out = empty(x.shape, computeDtype(x.device, x.dtype), x.device);
+  const out = emptyUninitialized(x.shape, computeDtype(x.device, x.dtype), x.device);
   kernel('unaryBackward', UnaryOp[name], x32, g32, out, p0, p1);
   if (x32 !== x) x32.dispose();
   if (g32 !== g) g32.dispose();

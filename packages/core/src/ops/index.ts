@@ -13,7 +13,7 @@ export * from './matmul.js';
 export * from './nn.js';
 export * from './indexing.js';
 export * from './loss.js';
-export { empty, broadcastShapes } from './util.js';
+export { empty, emptyUninitialized, broadcastShapes } from './util.js';
 
 autogradHooks.onesLike = (t) => onesLike(t);
 autogradHooks.add = (a, b) => add(a, b);

@@ -4,7 +4,7 @@ import { ShapeError } from '../errors.js';
 import { kernel } from '../backend/index.js';
 import { record } from '../autograd.js';
 import { Tensor, shapeStr } from '../tensor.js';
-import { empty, broadcastShapes, expandView, assertFloat } from './util.js';
+import { empty, emptyUninitialized, broadcastShapes, expandView, assertFloat } from './util.js';
 import { asF32, narrowTo, add, gradFor } from './elementwise.js';
 import { reshape, transpose, unsqueeze, squeeze } from './shape.js';
 import { castRaw } from './creation.js';
@@ -38,7 +38,7 @@ function rawMatmul(a: Tensor, b: Tensor): Tensor {
   if (b.shape[b.ndim - 2] !== K) throw new ShapeError(`matmul: inner dimensions differ: ${shapeStr(a.shape)} @ ${shapeStr(b.shape)}`);
   const batch = broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2), 'matmul');
   const a32 = asF32(a), b32 = asF32(b);
-  const out = empty([...batch, M, N], 'f32', a.device);
+  const out = emptyUninitialized([...batch, M, N], 'f32', a.device);  // beta = 0: every element written
   const B = batch.reduce((x, d) => x * d, 1);
   if (B > 0 && M > 0 && N > 0) {
     kernel('matmul', as3d(a32, batch), as3d(b32, batch), new Tensor(out.storage, [B, M, N]), 1, 0);

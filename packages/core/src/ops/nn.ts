@@ -7,7 +7,7 @@ import { kernel } from '../backend/index.js';
 import { record, isGradEnabled } from '../autograd.js';
 import { Tensor, shapeStr, numelOf } from '../tensor.js';
 import type { Generator } from '../random.js';
-import { empty, normDim, assertFloat, broadcastShapes, expandView } from './util.js';
+import { empty, emptyUninitialized, normDim, assertFloat, broadcastShapes, expandView } from './util.js';
 import { promote, type DType } from '../dtype.js';
 import { asF32, narrowTo, gradFor, mul, add, where, affine, ge } from './elementwise.js';
 import { contiguous, reshape, transpose } from './shape.js';
@@ -52,7 +52,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Co
   if (OH < 1 || OW < 1) throw new ShapeError(`conv2d: kernel ${kh}x${kw} larger than padded input ${shapeStr(x.shape)}`);
   const params = [sH, sW, pH, pW, dH, dW, groups];
   const x32 = dense(x), w32 = dense(weight), b32 = bias ? dense(bias) : null;
-  const out = empty([N, O, OH, OW], 'f32', x.device);
+  const out = emptyUninitialized([N, O, OH, OW], 'f32', x.device);
   if (out.numel > 0) kernel('conv2dForward', x32, w32, b32, out, ...params);
   const y = narrowTo(out, x.dtype);
   return record(y, 'conv2d', bias ? [x, weight, bias] : [x, weight], (g) => {
@@ -92,7 +92,7 @@ export function groupNorm(x: Tensor, numGroups: number, weight?: Tensor | null, 
   const w32 = checkAffine(weight, C, 'weight', 'groupNorm'), b32 = checkAffine(bias, C, 'bias', 'groupNorm');
   const x32 = dense(x);
   const x3 = reshape(x32, [N, C, S]);
-  const out = empty([N, C, S], 'f32', x.device);
+  const out = emptyUninitialized([N, C, S], 'f32', x.device);
   const mean = empty([N, numGroups], 'f32', x.device), rstd = empty([N, numGroups], 'f32', x.device);
   if (x.numel > 0) kernel('groupNormForward', x3, w32, b32, out, mean, rstd, numGroups, eps);
   const y = narrowTo(reshape(out, x.shape), x.dtype);
@@ -119,7 +119,7 @@ export function layerNorm(x: Tensor, normalizedShape: number[], weight?: Tensor 
   const D = numelOf(normalizedShape), M = x.numel / Math.max(1, D);
   const w32 = checkAffine(weight, D, 'weight', 'layerNorm'), b32 = checkAffine(bias, D, 'bias', 'layerNorm');
   const x2 = reshape(dense(x), [M, D]);
-  const out = empty([M, D], 'f32', x.device);
+  const out = emptyUninitialized([M, D], 'f32', x.device);
   const mean = empty([M], 'f32', x.device), rstd = empty([M], 'f32', x.device);
   if (x.numel > 0) kernel('layerNormForward', x2, w32, b32, out, mean, rstd, eps);
   const y = narrowTo(reshape(out, x.shape), x.dtype);
@@ -148,7 +148,7 @@ function softmaxImpl(x: Tensor, dim: number, log: boolean): Tensor {
   const moved = d === last ? x : transpose(x, d, last);
   const xm = dense(moved);
   const D = xm.shape[last]!, M = xm.numel / Math.max(1, D);
-  const out = empty(xm.shape, 'f32', x.device);
+  const out = emptyUninitialized(xm.shape, 'f32', x.device);
   if (xm.numel > 0) kernel('softmaxForward', reshape(xm, [M, D]), reshape(out, [M, D]), log);
   const yMoved = narrowTo(out, x.dtype);
   const y = d === last ? yMoved : transpose(yMoved, d, last);

@@ -7,7 +7,7 @@ import { kernel, resolveDevice } from '../backend/index.js';
 import { record } from '../autograd.js';
 import { Tensor, shapeStr, numelOf, type Shape } from '../tensor.js';
 import { castRaw, moveRaw, zeros } from './creation.js';
-import { empty, expandView, normDim } from './util.js';
+import { empty, emptyUninitialized, expandView, normDim } from './util.js';
 import { sumToShape } from './reduce.js';
 
 function viewOf(t: Tensor, shape: Shape, strides: readonly number[], offset: number): Tensor {
@@ -17,7 +17,7 @@ function viewOf(t: Tensor, shape: Shape, strides: readonly number[], offset: num
 /** A contiguous copy, or t itself (as a new view) when already contiguous. */
 export function contiguous(t: Tensor): Tensor {
   if (t.isContiguous()) return passThrough(t);
-  const out = empty(t.shape, t.dtype, t.device);
+  const out = emptyUninitialized(t.shape, t.dtype, t.device);
   kernel('copyCast', t, out);
   return record(out, 'contiguous', [t], (g) => [g]);
 }
@@ -29,7 +29,7 @@ function passThrough(t: Tensor): Tensor {
 
 /** Always a fresh contiguous copy. */
 export function clone(t: Tensor): Tensor {
-  const out = empty(t.shape, t.dtype, t.device);
+  const out = emptyUninitialized(t.shape, t.dtype, t.device);
   kernel('copyCast', t, out);
   return record(out, 'clone', [t], (g) => [g]);
 }

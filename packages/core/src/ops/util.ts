@@ -11,6 +11,15 @@ export function empty(shape: Shape, dtype: DType = 'f32', device: Device = 'cpu'
   return new Tensor(storage, shape);
 }
 
+/**
+ * A fresh contiguous tensor whose contents are unspecified on every device (a reused CPU buffer is
+ * not zeroed): only for outputs that the kernel called next writes in full.
+ */
+export function emptyUninitialized(shape: Shape, dtype: DType = 'f32', device: Device = 'cpu'): Tensor {
+  const storage = getBackend(device).alloc(dtype, numelOf(shape), { uninitialized: true });
+  return new Tensor(storage, shape);
+}
+
 export function normDim(dim: number, ndim: number, op: string): number {
   const d = dim < 0 ? dim + ndim : dim;
   if (!Number.isInteger(d) || d < 0 || d >= Math.max(ndim, 1)) throw new ArgumentError(`${op}: dim ${dim} out of range for a tensor of rank ${ndim}`);
