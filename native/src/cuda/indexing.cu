@@ -174,15 +174,23 @@ void indexAddRows(const View& src, const View& idx, const View& out) {
   checkLaunch("indexAddRows");
 }
 
-void upsampleNearest(const View& in, const View& out, double scaleH, double scaleW, bool backward) {
+namespace {
+// The checks and sizes shared by both upsampling modes. Forward: in = x [P, H, W], out = y
+// [P, OH, OW]. Backward: in = dy [P, OH, OW], out = dx [P, H, W].
+struct UpsampleDims { int64_t P, H, W, OH, OW; };
+UpsampleDims upsampleDims(const View& in, const View& out, double scaleH, double scaleW, bool backward) {
   for (const View* v : {&in, &out})
     if (v->ndim != 3 || !v->contiguous() || !isFloat3(v->dtype)) throw KernelError("QDM_BAD_ARGUMENT", "upsample: contiguous [P, H, W] f32/f16/bf16 planes expected");
   if (in.shape[0] != out.shape[0]) throw KernelError("QDM_SHAPE_MISMATCH", "upsample: plane counts differ");
   if (!(scaleH > 0) || !(scaleW > 0)) throw KernelError("QDM_BAD_ARGUMENT", "upsample: scales must be positive");
-  // Forward: in = x [P, H, W], out = y [P, OH, OW]. Backward: in = dy [P, OH, OW], out = dx [P, H, W].
   const View& img = backward ? out : in;
   const View& up = backward ? in : out;
-  const int64_t P = img.shape[0], H = img.shape[1], W = img.shape[2], OH = up.shape[1], OW = up.shape[2];
+  return {img.shape[0], img.shape[1], img.shape[2], up.shape[1], up.shape[2]};
+}
+}  // namespace
+
+void upsampleNearest(const View& in, const View& out, double scaleH, double scaleW, bool backward) {
+  const auto [P, H, W, OH, OW] = upsampleDims(in, out, scaleH, scaleW, backward);
   if (backward) {
     if (P * H * W == 0) return;
     upsampleNearestBackward<<<gridFor(P * H * W), kThreads, 0, stream()>>>(in.data, in.dtype, out.data, out.dtype, P, H, W, OH, OW, scaleH, scaleW);
@@ -193,13 +201,7 @@ void upsampleNearest(const View& in, const View& out, double scaleH, double scal
   checkLaunch("upsample");
 }
 void upsampleBilinear(const View& in, const View& out, double scaleH, double scaleW, bool alignCorners, bool backward) {
-  for (const View* v : {&in, &out})
-    if (v->ndim != 3 || !v->contiguous() || !isFloat3(v->dtype)) throw KernelError("QDM_BAD_ARGUMENT", "upsample: contiguous [P, H, W] f32/f16/bf16 planes expected");
-  if (in.shape[0] != out.shape[0]) throw KernelError("QDM_SHAPE_MISMATCH", "upsample: plane counts differ");
-  if (!(scaleH > 0) || !(scaleW > 0)) throw KernelError("QDM_BAD_ARGUMENT", "upsample: scales must be positive");
-  const View& img = backward ? out : in;
-  const View& up = backward ? in : out;
-  const int64_t P = img.shape[0], H = img.shape[1], W = img.shape[2], OH = up.shape[1], OW = up.shape[2];
+  const auto [P, H, W, OH, OW] = upsampleDims(in, out, scaleH, scaleW, backward);
   if (backward) {
     if (P * H * W == 0) return;
     upsampleBilinearBackward<<<gridFor(P * H * W), kThreads, 0, stream()>>>(in.data, in.dtype, out.data, out.dtype, P, H, W, OH, OW, scaleH, scaleW, alignCorners);

@@ -5,7 +5,7 @@ export { Tensor, numelOf, shapeStr, contiguousStrides, type Shape } from './tens
 export { noGrad, enableGrad, isGradEnabled, record, type GradNode } from './autograd.js';
 export { checkpoint } from './checkpoint.js';
 export { tidy, keep, withMetaTensors, isMetaMode, memoryStats, resetPeakMemory, setCpuPoolLimit, type Device, type MemoryStats } from './memory.js';
-export { Generator, manualSeed, getDefaultGenerator } from './random.js';
+export { Generator, manualSeed, getDefaultGenerator, mulberry32 } from './random.js';
 export { setNumThreads, getNumThreads, buildInfo, type BuildInfo } from './native.js';
 export { getBackend, registerBackend, resolveDevice, kernel, type Backend } from './backend/index.js';
 export * from './ops/index.js';

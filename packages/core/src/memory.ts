@@ -3,7 +3,7 @@
 //
 // CPU storage is a JS typed array handed to the addon by pointer (zero-copy). dispose() drops our
 // reference at once and keeps the accounting exact, so peaks measure what the program holds, not
-// when GC runs. Buffers that never left the library (see CpuBufferPool) are kept for reuse: a
+// when GC runs. Buffers that never left the library ("CPU buffer reuse" below) are kept for reuse: a
 // sampler allocates the same activation sizes every step, and fresh ArrayBuffers make V8 run a
 // major GC every few hundred MB of them, with concurrent marking taking a core from the kernels.
 import { allocTyped, byteSize, typedOver, type DType, type Storage } from './dtype.js';
@@ -46,7 +46,8 @@ export function resetPeakMemory(device: Device = 'cpu'): void {
 // ---- CPU buffer reuse -------------------------------------------------------------------
 // Free lists of ArrayBuffers by byte length, bounded in total. Only buffers the library allocated
 // and never handed out (cpuData() marks a storage as handed out) are pooled, so a typed array a
-// caller kept can never be rewritten under it. Reused buffers are zeroed, as fresh ones are.
+// caller kept can never be rewritten under it. Reused buffers are zeroed, as fresh ones are,
+// except for outputs that a kernel writes in full (uninitialized storage).
 const pool = new Map<number, ArrayBuffer[]>();
 let pooledBytes = 0;
 let fixedLimit: number | null = null;
@@ -133,7 +134,9 @@ export class TensorStorage {
   }
 
   /** The typed array, for the caller to keep: the buffer is then never reused. */
-  get data(): Storage | null { this.reusable = false; return this._data; }
+  get data(): Storage | null { this.handOut(); return this._data; }
+  /** Marks the buffer as held outside the library: it is left to V8 when released, never reused. */
+  handOut(): void { this.reusable = false; }
   /** The typed array for a kernel call that does not keep it (the buffer stays reusable). */
   get kernelData(): Storage | null { return this._data; }
   get isReleased(): boolean { return this.released; }

@@ -21,6 +21,21 @@ export class Generator {
   fork(tag: number): Generator { return new Generator(BigInt.asUintN(64, this.seed * 6364136223846793005n + BigInt(tag) * 1442695040888963407n + 1n)); }
 }
 
+/**
+ * A seeded scalar generator in [0, 1) on the JS side (mulberry32): for host-side choices such as
+ * batch sampling or dataset splits, where a Philox tensor draw per number would be wasteful.
+ */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 let defaultGenerator = new Generator(0);
 export function manualSeed(seed: number | bigint): Generator { defaultGenerator = new Generator(seed); return defaultGenerator; }
 export function getDefaultGenerator(): Generator { return defaultGenerator; }

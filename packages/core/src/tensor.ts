@@ -79,7 +79,8 @@ export class Tensor {
   /** The CPU storage, or throws if disposed. */
   cpuData(): NonNullable<TensorStorage['data']> {
     const d = this.kernelData();
-    return this.storage.data ?? d;  // handed out: the buffer is never reused (memory.ts)
+    this.storage.handOut();  // the caller may keep it: the buffer is never reused (memory.ts)
+    return d;
   }
 
   /** The storage's typed array for a kernel call that does not keep it. */

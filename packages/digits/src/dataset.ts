@@ -2,7 +2,7 @@
 // split into a training and a held-out set by a seeded shuffle that is stratified per class,
 // so both sets keep the class balance and the split is the same on every machine.
 import { createRequire } from 'node:module';
-import { ArgumentError } from '@qdm/core';
+import { ArgumentError, mulberry32 } from '@qdm/core';
 
 const require = createRequire(import.meta.url);
 
@@ -34,12 +34,6 @@ export function loadAllDigits(): DigitSet {
   for (const p of parts) { images.set(p, o); o += p.length; }
   cache = { images, labels: Int32Array.from(labels), n };
   return cache;
-}
-
-/** Deterministic 32-bit generator for the split (mulberry32). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => { a = (a + 0x6d2b79f5) >>> 0; let t = a; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
 }
 
 function subset(all: DigitSet, idx: number[]): DigitSet {

@@ -29,7 +29,7 @@
 // activation-quantized model (Q-Diffusion's second reconstruction pass).
 import {
   ArgumentError, Attention, Module, ResnetBlock2D, Tensor, Transformer2DModel, abs, concat, enableGrad, indexSelect, keep, mean, noGrad, optim,
-  pow, slice, square, sub, sum, tensor, tidy, withContext, currentContext, type ForwardContext, add, mul,
+  pow, slice, square, sub, sum, tensor, tidy, withContext, currentContext, type ForwardContext, add, mul, mulberry32,
 } from '@qdm/core';
 import { AdaRoundQuantizer } from './adaround.js';
 import { calibrateActivations, type CalibrationBatch, type CalibrationInput, type CalibrationReport } from './calibrate.js';
@@ -323,18 +323,6 @@ function buildDatasets(inputs: Recording[], outputs: Recording[]): Dataset[] {
 
 function disposeDataset(d: Dataset): void { disposeDeep(d.args); d.targets.forEach((t) => { if (!t.isDisposed) t.dispose(); }); }
 
-/** Mulberry32: the batch sampler's generator (seeded, reproducible). */
-function sampler(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** A random batch: a dataset chosen in proportion to its rows, then up to `batch` distinct rows of it (torch.randperm(n)[:batch]). */
 function drawBatch(sets: Dataset[], batch: number, rand: () => number): { set: Dataset; rows: number[] } {
   const total = sets.reduce((s, d) => s + d.rows, 0);
@@ -525,7 +513,7 @@ export async function reconstruct(model: Module, calibration: CalibrationInput, 
     const { ordered, unreached } = forwardOrder(model, units, batches[0]!);
     for (const u of unreached) skipped.push({ name: u.name, reason: 'not reached by the first calibration batch' });
     const c: PassContext = { model, batches, all, o, run };
-    const rand = sampler(o.seed);
+    const rand = mulberry32(o.seed);  // the batch sampler: seeded, so runs are reproducible
 
     for (const [i, u] of ordered.entries()) {
       const rs = u.layers.flatMap(([, l]) => (weightParts(l) as Array<[WeightQuantizer, Tensor]>).map(([q, w]) => new AdaRoundQuantizer(q, w, { learnStepSize: o.learnStepSize })));

@@ -1,17 +1,9 @@
 // Shared float64 references for the quant tests: a seeded RNG, round-half-even, and cases
 // covering every granularity with their element -> parameter maps.
+import { mulberry32 } from '@qdm/core';
 import type { Granularity } from '../src/spec.js';
 
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 export function gauss(r: () => number): number { return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r()); }
 
 export function roundHalfEven(v: number): number {

@@ -163,33 +163,27 @@ describe.skipIf(!cudaAvailable)(`CUDA elementwise vs CPU${skipNote}`, () => {
     expect(Buffer.compare(bytesOf(accG.to('cpu')), bytesOf(accC))).toBe(0);
   });
 
-  it('nearest upsampling and its gradient (integer and fractional scales)', () => {
-    for (const dt of HALVES) {
-      for (const opts of [{ scaleFactor: 2 }, { size: [11, 7] as [number, number] }, { size: [3, 4] as [number, number] }]) {
-        const r = compareOp((x, g) => {
-          const xl = detach(x).requiresGrad_();
-          const y = interpolate(xl, { ...opts, mode: 'nearest' });
-          y.backward(g.shape.every((d, i) => d === y.shape[i]) ? g : full(y.shape, 1, { dtype: y.dtype, device: y.device }));
-          return [y, xl.grad!];
-        }, [rn([2, 3, 5, 6]), rn([2, 3, 10, 12])], { dtype: dt });
-        expect(r.err, `${dt} ${JSON.stringify(opts)}`).toBeLessThanOrEqual(tolFor(dt));
+  type UpsampleCase = { scaleFactor?: number; size?: [number, number]; alignCorners?: boolean };
+  const UPSAMPLE_SIZES: UpsampleCase[] = [{ scaleFactor: 2 }, { size: [11, 7] }, { size: [3, 4] }];
+  const UPSAMPLE: Array<['nearest' | 'bilinear', string, UpsampleCase[]]> = [
+    ['nearest', 'nearest upsampling and its gradient (integer and fractional scales)', UPSAMPLE_SIZES],
+    ['bilinear', 'bilinear upsampling and its gradient (align corners or not, up and down)', [...UPSAMPLE_SIZES, { size: [9, 13], alignCorners: true }]],
+  ];
+  for (const [mode, title, cases] of UPSAMPLE) {
+    it(title, () => {
+      for (const dt of HALVES) {
+        for (const opts of cases) {
+          const r = compareOp((x, g) => {
+            const xl = detach(x).requiresGrad_();
+            const y = interpolate(xl, { ...opts, mode });
+            y.backward(g.shape.every((d, i) => d === y.shape[i]) ? g : full(y.shape, 1, { dtype: y.dtype, device: y.device }));
+            return [y, xl.grad!];
+          }, [rn([2, 3, 5, 6]), rn([2, 3, 10, 12])], { dtype: dt });
+          expect(r.err, `${dt} ${JSON.stringify(opts)}`).toBeLessThanOrEqual(tolFor(dt));
+        }
       }
-    }
-  });
-
-  it('bilinear upsampling and its gradient (align corners or not, up and down)', () => {
-    for (const dt of HALVES) {
-      for (const opts of [{ scaleFactor: 2 }, { size: [11, 7] as [number, number] }, { size: [3, 4] as [number, number] }, { size: [9, 13] as [number, number], alignCorners: true }]) {
-        const r = compareOp((x, g) => {
-          const xl = detach(x).requiresGrad_();
-          const y = interpolate(xl, { ...opts, mode: 'bilinear' });
-          y.backward(g.shape.every((d, i) => d === y.shape[i]) ? g : full(y.shape, 1, { dtype: y.dtype, device: y.device }));
-          return [y, xl.grad!];
-        }, [rn([2, 3, 5, 6]), rn([2, 3, 10, 12])], { dtype: dt });
-        expect(r.err, `${dt} ${JSON.stringify(opts)}`).toBeLessThanOrEqual(tolFor(dt));
-      }
-    }
-  });
+    });
+  }
 
   it('half-precision ops stay in their dtype on the GPU (no f32 round trip)', () => {
     const x = cast(rn([64]), 'f16').to('cuda');
