@@ -229,6 +229,39 @@ describe('quantLinear in one pass (CPU)', () => {
     }
   });
 
+  it('per-row activation scales and zero points (shared within some tiles only): every kernel gives the same bits, and the exact sums', () => {
+    // The vector epilogue takes a whole call when all rows share one zero point, else the tiles
+    // whose rows do: with rows 0-7 at 100 and the rest all different, both routes and the portable
+    // loop run.
+    const r = rng(29);
+    const T = 23, K = 70, N = 40;
+    const cv = ints(T * K, -128, 127, r);
+    const codes = codesOf(cv, [T, K], 8);
+    const s = Float32Array.from({ length: T }, () => 0.01 + 0.02 * r());
+    const b = Float32Array.from({ length: N }, () => gauss(r));
+    for (const bits of [8, 4] as const) {
+      const qmax = bits === 8 ? 127 : 7;
+      const wq = ints(N * K, -qmax, qmax, r), ws = Float32Array.from({ length: N }, () => 0.01 + 0.02 * r());
+      const w = packWeights(codesOf(wq, [N, K], bits), tensor(ws));
+      for (const z of [new Float32Array(T).fill(-5), Float32Array.from({ length: T }, (_, t) => (t < 8 ? 100 : t - 20))]) {
+        const outs = kernels.map((k) => withKernel(k, () => {
+          const out = empty([T, N], 'f32');
+          kernel('qgemmLinear', codes, tensor(s), tensor(z), w.packed, w.rowSums, w.scale, null, tensor(b), out, w.bits, null, null);
+          return out.data();
+        }));
+        for (const y of outs.slice(1)) expect(same(y, outs[0]!)).toBe(true);
+        const ref = new Float64Array(T * N);
+        for (let t = 0; t < T; ++t)
+          for (let o = 0; o < N; ++o) {
+            let acc = 0;
+            for (let k = 0; k < K; ++k) acc += (cv[t * K + k]! - z[t]!) * wq[o * K + k]!;
+            ref[t * N + o] = acc * s[t]! * ws[o]! + b[o]!;
+          }
+        expect(maxRelErr(outs[0]!, ref)).toBeLessThan(1e-6);
+      }
+    }
+  });
+
   it('fails cleanly on bad activation parameters', () => {
     const w = packWeights(codesOf(ints(8 * 8, -7, 7, rng(1)), [8, 8], 8), tensor(new Float32Array(8).fill(0.1)));
     const x = tensor(new Float32Array(16), { shape: [2, 8] });
