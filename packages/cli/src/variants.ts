@@ -43,6 +43,9 @@ function ptq(weightBits: number, actBits: number, cache?: number): DemoVariant {
         // 8-bit code minus its zero point does not fit int8); 4-bit keeps its zero point (q - z fits).
         weights: { bits: weightBits, granularity: 'channel', ...(weightBits === 8 ? { symmetric: true } : {}) },
         activations: { bits: actBits, granularity: 'tensor' },
+        // The recipe raises conv_in and conv_out to 8 bits (firstLastBits); made symmetric too, so
+        // that they also run on the integer GEMM instead of staying fake-quant.
+        ...(weightBits !== 8 ? { overrides: [{ pattern: /^conv_(in|out)$/, weights: { symmetric: true } }] } : {}),
         // Min-max ranges: the MSE search of the reference is a JS loop today, too slow for the demo's budget.
         calibrator: 'minmax',
       }, {
