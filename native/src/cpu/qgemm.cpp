@@ -125,33 +125,12 @@ void packActivations(const Activations& a, int64_t K, const KernelDesc& kd, bool
   }
 }
 
-// Epilogue of one tile: acc [mr][16] raw sums -> out for the m x n valid part.
+// Portable epilogue of one tile: acc [mr][16] raw sums -> out for the m x n valid part. gemm sends
+// full panels to the kernel's vector epilogue instead when the correction separates (see there).
 struct PanelTerms { int32_t rsW[kQPanel], zw[kQPanel], Kzw[kQPanel]; float sw[kQPanel], bias[kQPanel]; bool anyZw; int64_t o0, n; };
 
-void epilogue(const int32_t* acc, int mr, int m, int n, int64_t t0, const Activations& a, const int32_t* rowSumA,
-              const PanelTerms& pt, int bits, int w8ActBias, float* out, int64_t rsT, int64_t rsO, detail::EpilogueRows fast) {
-  const uint32_t biasW8 = static_cast<uint32_t>(bits == 8 ? w8ActBias : 0);
-  if (fast && n == kQPanel && rsO == 1 && !pt.anyZw && m <= 16 && a.lowRank == 0) {
-    // Without weight zero points the correction below is (za + packing bias) rsW[j] + nibble bias
-    // rsA[t]: one constant per column when the tile's rows share za (symmetric, or calibrated per
-    // tensor: nearly every layer), plus one per row.
-    float sa[16];
-    int32_t rowConst[16], colCorr[kQPanel];
-    const float za0 = a.zero[t0 * a.scaleStride];
-    bool sharedZero = true;
-    for (int i = 0; i < m; ++i) {
-      const int64_t t = t0 + i;
-      sa[i] = a.scale[t * a.scaleStride];
-      sharedZero = sharedZero && a.zero[t * a.scaleStride] == za0;
-      rowConst[i] = bits == 4 ? static_cast<int32_t>(8u * static_cast<uint32_t>(rowSumA[t])) : 0;
-    }
-    if (sharedZero) {
-      const uint32_t biasA = static_cast<uint32_t>(static_cast<int32_t>(za0)) + biasW8;
-      for (int j = 0; j < kQPanel; ++j) colCorr[j] = static_cast<int32_t>(biasA * static_cast<uint32_t>(pt.rsW[j]));
-      fast(acc, m, sa, rowConst, colCorr, pt.sw, pt.bias, out + t0 * rsT, rsT);
-      return;
-    }
-  }
+void epilogue(const int32_t* acc, int m, int n, int64_t t0, const Activations& a, const int32_t* rowSumA,
+              const PanelTerms& pt, int bits, int w8ActBias, float* out, int64_t rsT, int64_t rsO) {
   float y[kQPanel];
   for (int i = 0; i < m; ++i) {
     const int64_t t = t0 + i;
@@ -283,8 +262,10 @@ void gemm(const Activations& a, const Weights& w, float* out, int64_t rsT, int64
   else packActivations(a, K, kd, withAbs, ap, rsWanted, 0, aPanels);
 
   // The epilogue terms, once per call rather than per tile (a tile is only 4 x 16 outputs: at
-  // K = 320 the per-tile scalar set-up was about 3 % of the layer). Panels the vector epilogue can
-  // take get their column correction here when every row shares one activation zero point.
+  // K = 320 the per-tile scalar set-up was about 3 % of the layer). Without weight zero points the
+  // integer correction is (za + packing bias) rsW[j] + nibble bias rsA[t]; when every row shares za
+  // (per-tensor or dynamic activation quantizers: every caller but explicit per-row zero points)
+  // that is one constant per column plus one per row, and full panels take the vector epilogue.
   thread_local std::vector<PanelTerms> terms;
   thread_local std::vector<int32_t> colCorrAll, rowConstAll;
   terms.resize(static_cast<size_t>(wPanels));
@@ -330,7 +311,7 @@ void gemm(const Activations& a, const Weights& w, float* out, int64_t rsT, int64
           kd.epilogue(acc, m, a.scaleStride != 0 ? a.scale + t0 : saShared, w.bits == 4 ? rowConst + t0 : rowConst,
                       colCorr + p * kQPanel, pt.sw, pt.bias, out + t0 * rsT + p * kQPanel, rsT);
         else
-          epilogue(acc, mr, m, n, t0, a, rsa, pt, w.bits, kd.w8ActBias, out + p * kQPanel * rsO, rsT, rsO, kd.epilogue);
+          epilogue(acc, m, n, t0, a, rsa, pt, w.bits, kd.w8ActBias, out + p * kQPanel * rsO, rsT, rsO);
       }
     }
   };

@@ -230,9 +230,8 @@ describe('quantLinear in one pass (CPU)', () => {
   });
 
   it('per-row activation scales and zero points (shared within some tiles only): every kernel gives the same bits, and the exact sums', () => {
-    // The vector epilogue takes a whole call when all rows share one zero point, else the tiles
-    // whose rows do: with rows 0-7 at 100 and the rest all different, both routes and the portable
-    // loop run.
+    // The vector epilogue takes a call only when all rows share one zero point; rows 0-7 at 100 and
+    // the rest all different must take the portable one (a tile of equal rows must not mislead it).
     const r = rng(29);
     const T = 23, K = 70, N = 40;
     const cv = ints(T * K, -128, 127, r);
